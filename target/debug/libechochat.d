@@ -1,0 +1,1 @@
+/work/main/target/debug/libechochat.rlib: /work/main/src/admission.rs /work/main/src/chat/command.rs /work/main/src/chat/mod.rs /work/main/src/chat/server.rs /work/main/src/chat/text.rs /work/main/src/echo.rs /work/main/src/framing.rs /work/main/src/lib.rs /work/main/src/time.rs
