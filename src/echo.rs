@@ -55,6 +55,18 @@ impl EchoConfig {
     }
 }
 
+/// Server-wide echo settings, honoured identically by every transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct EchoServerConfig {
+    /// Per-connection limits.
+    pub conn: EchoConfig,
+    /// Most simultaneous TCP clients (`--max-conns`); extra ones are closed at once.
+    pub max_conns: Option<usize>,
+    /// Serve a single TCP client, then return (`--once`).
+    pub once: bool,
+}
+
 /// The caller broke the [`EchoConn`] protocol (a transport bug, never the peer's).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

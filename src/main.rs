@@ -1,0 +1,2 @@
+//! The `echochat` command line. (Stub: to be completed by the CLI work.)
+fn main() {}
