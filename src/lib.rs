@@ -32,9 +32,27 @@ pub mod time;
 
 pub use time::Instant;
 
+#[cfg(any(test, fuzzing, feature = "fuzzing"))]
+pub mod fuzzing;
+
+#[cfg(any(test, feature = "sim"))]
+pub mod sim;
+
 #[cfg(feature = "net")]
 #[path = "../transports/net.rs"]
 pub mod net;
+
+#[cfg(feature = "net")]
+#[path = "../transports/live.rs"]
+mod live;
+
+#[cfg(feature = "net")]
+#[path = "../transports/hub.rs"]
+mod hub;
+
+#[cfg(any(feature = "tokio", feature = "smol"))]
+#[path = "../transports/aio.rs"]
+mod aio;
 
 #[cfg(feature = "threads")]
 #[path = "../transports/threads.rs"]

@@ -1,2 +1,11 @@
-//! The `echochat` command line. (Stub: to be completed by the CLI work.)
-fn main() {}
+//! The `echochat` command line (SPEC §1): echo and chat servers on a chosen
+//! runtime, matching clients, and the `bench` load generator.
+//!
+//! Everything lives in [`cli`]; this file only turns its outcome into an exit code.
+
+mod bench;
+mod cli;
+
+fn main() {
+    std::process::exit(cli::main());
+}

@@ -1,7 +1,33 @@
-//! What every socket transport shares: binding, the shutdown signal, errors.
-//! (Stub: to be completed by the transports work.)
+//! What every socket transport shares: binding ([`Listener`]), the stop signal
+//! ([`Shutdown`]), errors ([`ServeError`]), the accept back-off policy and the
+//! shutdown grace period.
+//!
+//! ```no_run
+//! use echochat::net::{Listener, Shutdown};
+//! let listener = Listener::bind("127.0.0.1:0", false)?;
+//! println!("listening on {}", listener.local_addr()?);
+//! let shutdown = Shutdown::new();
+//! // hand `listener` and a clone of `shutdown` to a transport's `run_echo`/`run_chat`,
+//! // call `shutdown.trigger()` (e.g. on Ctrl-C) to stop it.
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
 
-use std::net::SocketAddr;
+use std::io;
+use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
+
+use event_listener::{Event, Listener as _};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a stopping server keeps flushing to its clients before it closes
+/// whatever is left (SPEC §1: "flushes what it can within 2 s").
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
+
+/// Listen backlog of every listener: the OS default of 128 overflows when
+/// thousands of clients connect at once.
+pub const LISTEN_BACKLOG: i32 = 1024;
 
 /// A transport failed to start or to keep serving.
 #[derive(Debug, thiserror::Error)]
@@ -30,9 +56,24 @@ pub struct Listener {
 }
 
 impl Listener {
-    /// Binds `addr` (port 0 picks a free port) with a large listen backlog.
+    /// Binds `addr` (`HOST:PORT`, IPv4 or IPv6; port 0 picks a free port) with
+    /// `SO_REUSEADDR` and a listen backlog of [`LISTEN_BACKLOG`]. With `udp`, a UDP
+    /// socket is bound to the same IP and to the port TCP got.
+    ///
+    /// The error names the address and the reason, e.g.
+    /// `cannot bind 127.0.0.1:12345: Address already in use (os error 98)`.
     pub fn bind(addr: &str, udp: bool) -> Result<Listener, ServeError> {
-        todo!("{addr} {udp}")
+        let fail = |source| ServeError::Bind { addr: addr.to_string(), source };
+        let mut last = None;
+        for candidate in addr.to_socket_addrs().map_err(fail)? {
+            match bind_one(candidate, udp) {
+                Ok(listener) => return Ok(listener),
+                Err(e) => last = Some(e),
+            }
+        }
+        Err(fail(last.unwrap_or_else(|| {
+            io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+        })))
     }
 
     /// The address actually bound.
@@ -41,21 +82,267 @@ impl Listener {
     }
 }
 
+fn bind_one(addr: SocketAddr, udp: bool) -> io::Result<Listener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    // On Windows SO_REUSEADDR lets another process steal the port: leave it off there.
+    #[cfg(not(windows))]
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    let tcp: TcpListener = socket.into();
+    let udp = if udp {
+        let mut udp_addr = addr;
+        udp_addr.set_port(tcp.local_addr()?.port());
+        Some(UdpSocket::bind(udp_addr)?)
+    } else {
+        None
+    };
+    Ok(Listener { tcp, udp })
+}
+
+type Hook = Box<dyn FnOnce() + Send>;
+
+#[derive(Default)]
+struct Inner {
+    triggered: AtomicBool,
+    event: Event,
+    hooks: Mutex<Hooks>,
+}
+
+/// Hooks run by `trigger` (used by the threads transport to wake blocking calls).
+#[derive(Default)]
+#[cfg_attr(not(feature = "threads"), allow(dead_code))]
+struct Hooks {
+    next: u64,
+    list: Vec<(u64, Hook)>,
+}
+
 /// A cloneable "stop now" signal for servers, usable from threads and async code.
-#[derive(Debug, Clone, Default)]
-pub struct Shutdown {}
+///
+/// Every server holding a clone stops accepting, tells its clients, flushes for at
+/// most [`SHUTDOWN_GRACE`], and returns.
+#[derive(Clone, Default)]
+pub struct Shutdown {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Shutdown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shutdown").field("triggered", &self.is_triggered()).finish()
+    }
+}
 
 impl Shutdown {
     /// A signal not yet triggered.
     pub fn new() -> Self {
-        Shutdown {}
+        Shutdown::default()
     }
-    /// Asks every server holding a clone to stop.
+
+    /// Asks every server holding a clone to stop. Idempotent; never blocks for long.
     pub fn trigger(&self) {
-        todo!()
+        if self.inner.triggered.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        self.inner.event.notify(usize::MAX);
+        let hooks = std::mem::take(&mut self.lock_hooks().list);
+        for (_, hook) in hooks {
+            hook();
+        }
     }
+
     /// Whether `trigger` was called.
     pub fn is_triggered(&self) -> bool {
-        todo!()
+        self.inner.triggered.load(Ordering::Acquire)
+    }
+
+    /// Resolves once `trigger` is called (at once if it already was). Works on any
+    /// async runtime.
+    pub async fn wait(&self) {
+        loop {
+            if self.is_triggered() {
+                return;
+            }
+            let listener = self.inner.event.listen();
+            if self.is_triggered() {
+                return;
+            }
+            listener.await;
+        }
+    }
+
+    /// Blocks until `trigger` is called or `timeout` passes; returns whether it was
+    /// triggered.
+    pub fn wait_timeout(&self, timeout: Duration) -> bool {
+        let deadline = std::time::Instant::now().checked_add(timeout);
+        loop {
+            if self.is_triggered() {
+                return true;
+            }
+            let listener = self.inner.event.listen();
+            if self.is_triggered() {
+                return true;
+            }
+            match deadline {
+                Some(deadline) => {
+                    if listener.wait_deadline(deadline).is_none() {
+                        return self.is_triggered();
+                    }
+                }
+                None => listener.wait(),
+            }
+        }
+    }
+
+    /// Runs `hook` when the signal is triggered (at once if it already was), unless
+    /// the returned guard was dropped before. Used to wake blocking calls.
+    #[cfg(feature = "threads")]
+    pub(crate) fn on_trigger(&self, hook: impl FnOnce() + Send + 'static) -> HookGuard {
+        let mut hooks = self.lock_hooks();
+        if self.is_triggered() {
+            drop(hooks);
+            hook();
+            return HookGuard { inner: None, id: 0 };
+        }
+        let id = hooks.next;
+        hooks.next += 1;
+        hooks.list.push((id, Box::new(hook)));
+        HookGuard { inner: Some(Arc::clone(&self.inner)), id }
+    }
+
+    fn lock_hooks(&self) -> std::sync::MutexGuard<'_, Hooks> {
+        self.inner.hooks.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Unregisters a [`Shutdown::on_trigger`] hook when dropped.
+#[cfg(feature = "threads")]
+pub(crate) struct HookGuard {
+    inner: Option<Arc<Inner>>,
+    id: u64,
+}
+
+#[cfg(feature = "threads")]
+impl Drop for HookGuard {
+    fn drop(&mut self) {
+        if let Some(inner) = &self.inner {
+            let mut hooks = inner.hooks.lock().unwrap_or_else(PoisonError::into_inner);
+            hooks.list.retain(|(id, _)| *id != self.id);
+        }
+    }
+}
+
+/// A socket a transport can shut down from any thread or task (to stop a reader,
+/// wake a blocked writer, or close a connection the core dropped).
+pub(crate) trait Sock: Send + Sync + 'static {
+    /// `shutdown(2)` on the socket.
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
+}
+
+impl Sock for std::net::TcpStream {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        std::net::TcpStream::shutdown(self, how)
+    }
+}
+
+/// The accept-loop policy shared by every transport: transient errors
+/// (`ECONNABORTED`, `EINTR`, a reset before accept) are retried at once; anything
+/// else (`EMFILE`, `ENFILE`, `ENOBUFS`, `ENOMEM`, …) is logged at most once a
+/// second and backed off 10 ms, doubling up to 1 s, until an accept succeeds.
+#[derive(Debug, Default)]
+pub(crate) struct AcceptBackoff {
+    delay: Option<Duration>,
+    last_log: Option<std::time::Instant>,
+    suppressed: u64,
+}
+
+impl AcceptBackoff {
+    const FIRST: Duration = Duration::from_millis(10);
+    const MAX: Duration = Duration::from_secs(1);
+
+    /// An accept succeeded: the next failure starts from the shortest delay again.
+    pub(crate) fn success(&mut self) {
+        self.delay = None;
+    }
+
+    /// An accept failed: how long to wait before the next one (`None`: at once).
+    pub(crate) fn failure(&mut self, error: &io::Error) -> Option<Duration> {
+        use io::ErrorKind::*;
+        if matches!(error.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock) {
+            return None;
+        }
+        let delay = self.delay.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
+        self.delay = Some(delay);
+        let now = std::time::Instant::now();
+        let quiet = match self.last_log {
+            Some(t) => now.duration_since(t) < Duration::from_secs(1),
+            None => false,
+        };
+        if !quiet {
+            log::warn!(
+                "accept failed: {error}; backing off {delay:?} ({} similar errors not logged)",
+                self.suppressed
+            );
+            self.last_log = Some(now);
+            self.suppressed = 0;
+        } else {
+            self.suppressed += 1;
+        }
+        Some(delay)
+    }
+}
+
+/// Maps a core protocol error (a transport bug, never a peer's doing) to I/O.
+pub(crate) fn core_bug(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
+    io::Error::other(error)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bind_error_names_the_address() {
+        let first = Listener::bind("127.0.0.1:0", false).unwrap();
+        let addr = first.local_addr().unwrap().to_string();
+        let err = Listener::bind(&addr, false).unwrap_err().to_string();
+        assert!(err.starts_with(&format!("cannot bind {addr}: ")), "{err}");
+    }
+
+    #[test]
+    fn udp_gets_the_tcp_port() {
+        let l = Listener::bind("127.0.0.1:0", true).unwrap();
+        let udp = l.udp.as_ref().unwrap().local_addr().unwrap();
+        assert_eq!(udp, l.local_addr().unwrap());
+    }
+
+    #[test]
+    #[cfg(feature = "threads")]
+    fn shutdown_wakes_waiters_and_runs_hooks() {
+        let s = Shutdown::new();
+        assert!(!s.wait_timeout(Duration::from_millis(1)));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let _guard = s.on_trigger(move || tx.send(()).unwrap());
+        let dropped = s.on_trigger(|| panic!("unregistered hook ran"));
+        drop(dropped);
+        let waiter = {
+            let s = s.clone();
+            std::thread::spawn(move || s.wait_timeout(Duration::from_secs(30)))
+        };
+        s.trigger();
+        s.trigger();
+        assert!(waiter.join().unwrap());
+        rx.recv().unwrap();
+        assert!(s.is_triggered());
+    }
+
+    #[test]
+    fn backoff_doubles_to_one_second_and_resets() {
+        let mut b = AcceptBackoff::default();
+        let emfile = io::Error::other("too many open files");
+        assert_eq!(b.failure(&io::Error::from(io::ErrorKind::ConnectionAborted)), None);
+        let delays: Vec<_> = (0..9).map(|_| b.failure(&emfile).unwrap().as_millis()).collect();
+        assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
+        b.success();
+        assert_eq!(b.failure(&emfile), Some(Duration::from_millis(10)));
     }
 }

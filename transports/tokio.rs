@@ -1,15 +1,106 @@
-//! The tokio transport. (Stub: to be completed by the transports work.)
+//! The tokio transport: a task per connection, on whatever tokio runtime calls it.
+//!
+//! [`run_echo`] and [`run_chat`] must be awaited inside a tokio runtime with I/O
+//! and time enabled (`#[tokio::main]`, or a `Builder` with `enable_all()`); they
+//! spawn their tasks with `tokio::spawn`. The loops themselves are shared with the
+//! smol transport (see the crate's `aio` module); this file only maps sockets,
+//! spawning and timers onto tokio.
+//!
+//! ```no_run
+//! use echochat::{echo::EchoServerConfig, net::{Listener, Shutdown}};
+//! # async fn serve() -> Result<(), echochat::net::ServeError> {
+//! let listener = Listener::bind("127.0.0.1:0", false)?;
+//! println!("listening on {}", listener.local_addr()?);
+//! let shutdown = Shutdown::new();
+//! echochat::tokio::run_echo(listener, EchoServerConfig::default(), shutdown).await
+//! # }
+//! ```
 
+use std::future::Future;
+use std::io::{self, IoSlice};
+use std::net::SocketAddr;
+use std::time::Instant;
+
+use crate::aio::{self, Runtime};
 use crate::chat::ChatConfig;
 use crate::echo::EchoServerConfig;
-use crate::net::{Listener, ServeError, Shutdown};
+use crate::net::{Listener, ServeError, Shutdown, Sock};
 
-/// Serves the echo service on `listener` until `shutdown` is triggered.
+/// Serves the echo service on `listener` until `shutdown` is triggered (or, with
+/// `config.once`, until the first client is served).
 pub async fn run_echo(listener: Listener, config: EchoServerConfig, shutdown: Shutdown) -> Result<(), ServeError> {
-    todo!("{listener:?} {config:?} {shutdown:?}")
+    aio::run_echo::<Tokio>(listener, config, shutdown).await
 }
 
-/// Serves the chat service on `listener` until `shutdown` is triggered.
+/// Serves the chat service on `listener` until `shutdown` is triggered: the calling
+/// task owns the chat core.
 pub async fn run_chat(listener: Listener, config: ChatConfig, shutdown: Shutdown) -> Result<(), ServeError> {
-    todo!("{listener:?} {config:?} {shutdown:?}")
+    aio::run_chat::<Tokio>(listener, config, shutdown).await
+}
+
+/// tokio as an [`aio::Runtime`].
+struct Tokio;
+
+impl Sock for tokio::net::TcpStream {
+    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
+        socket2::SockRef::from(self).shutdown(how)
+    }
+}
+
+impl Runtime for Tokio {
+    type Listener = tokio::net::TcpListener;
+    type Stream = tokio::net::TcpStream;
+    type Udp = tokio::net::UdpSocket;
+
+    fn listener(tcp: std::net::TcpListener) -> io::Result<Self::Listener> {
+        tcp.set_nonblocking(true)?;
+        tokio::net::TcpListener::from_std(tcp)
+    }
+
+    fn udp(udp: std::net::UdpSocket) -> io::Result<Self::Udp> {
+        udp.set_nonblocking(true)?;
+        tokio::net::UdpSocket::from_std(udp)
+    }
+
+    async fn accept(listener: &Self::Listener) -> io::Result<Self::Stream> {
+        let (stream, _) = listener.accept().await?;
+        let _ = stream.set_nodelay(true);
+        Ok(stream)
+    }
+
+    async fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
+        loop {
+            stream.readable().await?;
+            match stream.try_read(buf) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    async fn write_vectored(stream: &Self::Stream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        loop {
+            stream.writable().await?;
+            match stream.try_write_vectored(bufs) {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+                result => return result,
+            }
+        }
+    }
+
+    async fn recv_from(udp: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        udp.recv_from(buf).await
+    }
+
+    async fn send_to(udp: &Self::Udp, buf: &[u8], to: SocketAddr) -> io::Result<usize> {
+        udp.send_to(buf, to).await
+    }
+
+    fn spawn(task: impl Future<Output = ()> + Send + 'static) {
+        drop(tokio::spawn(task));
+    }
+
+    async fn sleep_until(deadline: Instant) {
+        tokio::time::sleep_until(deadline.into()).await;
+    }
 }

@@ -12,12 +12,41 @@
 //! * a broadcast is encoded once: every recipient's [`Output::Transmit`] holds a
 //!   clone of the same [`bytes::Bytes`] (a reference-count bump, no copy);
 //! * once a connection is closed ([`Output::Close`]) it gets no more output, and
-//!   late events the transport reports for it are ignored.
+//!   late events the transport reports for it are ignored;
+//! * outputs for one connection come in order: its `Close` follows its last
+//!   `Transmit`; execute them in the order polled.
+//!
+//! The user-visible protocol (commands, notices, errors, limits) is written up in
+//! `docs/PROTOCOL.md`; the decisions SPEC §3 leaves open are listed on [`ChatServer`].
+//!
+//! ```
+//! use echochat::chat::{ChatConfig, ChatServer, Output};
+//! use echochat::Instant;
+//!
+//! let mut chat = ChatServer::new(ChatConfig::default());
+//! let now = Instant::ZERO;
+//! let alice = chat.handle_open(now);
+//! let bob = chat.handle_open(now);
+//! while chat.poll_output().is_some() {} // welcome and join notices
+//! chat.handle_data(now, alice, b"hi bob\n").unwrap();
+//! match chat.poll_output() {
+//!     Some(Output::Transmit { to, bytes }) => {
+//!         assert_eq!(to, bob);
+//!         assert_eq!(&bytes[..], b"<guest1> hi bob\n");
+//!         chat.handle_flushed(to, bytes.len()).unwrap(); // once written
+//!     }
+//!     other => panic!("{other:?}"),
+//! }
+//! assert!(chat.poll_output().is_none());
+//! ```
 
 mod command;
 mod server;
 mod text;
 
+#[cfg(test)]
+mod tests;
+
 pub use command::Command;
 pub use server::{ChatConfig, ChatError, ChatServer, CloseReason, ConnId, Output};
-pub use text::{sanitize, valid_name};
+pub use text::{sanitize, valid_name, MAX_NAME, REPLACEMENT};

@@ -1,8 +1,24 @@
 //! [`ChatServer`]: connections, nicks, rooms, queues and timeouts.
+//!
+//! Layout: per-connection state and the output queue live in [`Sink`], rooms and
+//! the nick index beside it, so a broadcast can walk a room's member set while
+//! queueing output (disjoint field borrows, no member list copied).
+//!
+//! Drops for an exceeded send queue never recurse: [`Sink::transmit`] only marks
+//! the connection doomed and puts it on a worklist; [`ChatServer::process_drops`]
+//! removes doomed connections one by one (each one's `left` notice may doom
+//! others). Every connection is doomed at most once, so the loop ends.
 
-use bytes::Bytes;
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
+use alloc::string::String;
+use alloc::vec::Vec;
+use bytes::{Bytes, BytesMut};
+use core::fmt::{self, Write as _};
 use core::time::Duration;
 
+use super::command::Command;
+use super::text::{sanitize, valid_name};
+use crate::framing::{LineFramer, LineTooLong};
 use crate::Instant;
 
 /// A connection's identity: issued by [`ChatServer::handle_open`], monotonic, never reused.
@@ -18,14 +34,46 @@ pub struct ChatConfig {
     /// Most bytes queued for one client before it is dropped (`--send-queue`, default 256 KiB).
     pub send_queue: usize,
     /// Drop clients silent for this long (`--idle-timeout`, default off).
+    /// `Some(Duration::ZERO)` also means off, like `--idle-timeout 0`.
     pub idle_timeout: Option<Duration>,
     /// Most simultaneous clients (`--max-conns`, default unlimited).
     pub max_conns: Option<usize>,
 }
 
+impl ChatConfig {
+    /// This configuration with another `max_line`.
+    pub fn with_max_line(mut self, max_line: usize) -> Self {
+        self.max_line = max_line;
+        self
+    }
+
+    /// This configuration with another `send_queue`.
+    pub fn with_send_queue(mut self, send_queue: usize) -> Self {
+        self.send_queue = send_queue;
+        self
+    }
+
+    /// This configuration with another `idle_timeout` (`None` or zero: off).
+    pub fn with_idle_timeout(mut self, idle_timeout: Option<Duration>) -> Self {
+        self.idle_timeout = idle_timeout;
+        self
+    }
+
+    /// This configuration with another `max_conns` (`None`: unlimited).
+    pub fn with_max_conns(mut self, max_conns: Option<usize>) -> Self {
+        self.max_conns = max_conns;
+        self
+    }
+}
+
 impl Default for ChatConfig {
     fn default() -> Self {
-        ChatConfig { max_line: 1024, send_queue: 256 * 1024, idle_timeout: None, max_conns: None }
+        ChatConfig {
+            max_line: 1024,
+            send_queue: 256 * 1024,
+            idle_timeout: None,
+            max_conns: None,
+        }
     }
 }
 
@@ -96,16 +144,145 @@ pub enum ChatError {
     },
 }
 
+/// Encodes one line (the `\n` is added) into a fresh buffer.
+fn line(args: fmt::Arguments<'_>) -> Bytes {
+    let mut buf = BytesMut::new();
+    // Writing into a BytesMut cannot fail.
+    let _ = buf.write_fmt(args);
+    buf.extend_from_slice(b"\n");
+    buf.freeze()
+}
+
+/// `/help`: one line per command, shared by every request (no allocation).
+const HELP: &[u8] = "* /nick NAME — change your nick\n\
+* /join ROOM — leave your room and enter #ROOM (created if needed)\n\
+* /who — list the members of your room\n\
+* /rooms — list the rooms and their sizes\n\
+* /msg NICK text — send a private message\n\
+* /me text — an action, shown as * nick text\n\
+* /quit [reason] — leave the server\n\
+* /help — this list (start a message with // to send a line starting with /)\n"
+    .as_bytes();
+
+/// Identity of a room while it exists (monotonic, never reused).
+type RoomId = u64;
+
+/// One open connection.
+#[derive(Debug)]
+struct Conn {
+    nick: String,
+    room: RoomId,
+    framer: LineFramer,
+    /// Bytes transmitted and not yet reported flushed.
+    queued: usize,
+    /// Current key in `ChatServer::deadlines`, if idle timeouts are on.
+    deadline: Option<Instant>,
+    /// Its send queue overflowed; it is on `Sink::doomed` and gets nothing more.
+    doomed: bool,
+}
+
+/// Connections plus the output queue: what a broadcast needs mutably.
+#[derive(Debug)]
+struct Sink {
+    conns: BTreeMap<ConnId, Conn>,
+    out: VecDeque<Output>,
+    /// Connections whose send queue overflowed, to be removed by `process_drops`.
+    doomed: VecDeque<ConnId>,
+    send_queue: usize,
+}
+
+impl Sink {
+    /// Queues `bytes` for `to`, or dooms `to` if that would pass its send-queue limit.
+    fn transmit(&mut self, to: ConnId, bytes: Bytes) {
+        let Some(conn) = self.conns.get_mut(&to) else {
+            return;
+        };
+        if conn.doomed {
+            return;
+        }
+        match conn.queued.checked_add(bytes.len()) {
+            Some(q) if q <= self.send_queue => {
+                conn.queued = q;
+                self.out.push_back(Output::Transmit { to, bytes });
+            }
+            _ => {
+                conn.doomed = true;
+                self.doomed.push_back(to);
+            }
+        }
+    }
+
+    fn alive(&self, id: ConnId) -> bool {
+        self.conns.get(&id).is_some_and(|c| !c.doomed)
+    }
+}
+
+/// A room: display name (`#` + the creator's spelling) and members.
+#[derive(Debug)]
+struct Room {
+    name: String,
+    members: BTreeSet<ConnId>,
+}
+
 /// The whole chat server's state. No I/O, no clock.
+///
+/// Behaviour beyond SPEC §3 (also in `docs/PROTOCOL.md`):
+/// * **Full server**: `handle_open` still issues an id (ids are never reused) and
+///   outputs `! server full` then `Close{ServerFull}`; no guest number is used and
+///   nobody is told.
+/// * **Guest numbers** count admitted connections from 1; a `guestN` already taken
+///   (ignoring case) by someone who renamed is skipped.
+/// * **Send queue**: bytes transmitted minus bytes reported by `handle_flushed`.
+///   A transmit that would take a connection above `send_queue` is not emitted; the
+///   connection is closed with `Close{SendQueueExceeded}` and its room gets
+///   `* nick left (send queue exceeded)` (which may in turn drop other slow readers).
+///   Its earlier transmits stay in the output queue, before its `Close`.
+/// * **Idle timeout**: activity is any non-empty `handle_data`. `Some(ZERO)` is off.
+/// * **Shutdown**: every open connection gets `* server shutting down` (if it fits
+///   its send queue) and `Close{Shutdown}`; rooms get no `left` notices. Afterwards
+///   `handle_open` still issues ids but answers `* server shutting down` and
+///   `Close{Shutdown}` at once.
+/// * **Late events** for ids already closed are ignored (`Ok`); ids never issued
+///   are `Err(UnknownConn)`.
 #[derive(Debug)]
 pub struct ChatServer {
     config: ChatConfig,
+    idle_timeout: Option<Duration>,
+    sink: Sink,
+    next_conn: u64,
+    next_room: RoomId,
+    guests: u64,
+    /// Lowercased nick → connection.
+    nicks: BTreeMap<String, ConnId>,
+    rooms: BTreeMap<RoomId, Room>,
+    /// Lowercased room name (without `#`) → room.
+    room_index: BTreeMap<String, RoomId>,
+    /// Idle deadlines of open connections, earliest first.
+    deadlines: BTreeSet<(Instant, ConnId)>,
+    shut_down: bool,
 }
 
 impl ChatServer {
     /// A server with no connections.
     pub fn new(config: ChatConfig) -> Self {
-        ChatServer { config }
+        ChatServer {
+            config,
+            idle_timeout: config.idle_timeout.filter(|d| !d.is_zero()),
+            sink: Sink {
+                conns: BTreeMap::new(),
+                out: VecDeque::new(),
+                doomed: VecDeque::new(),
+                send_queue: config.send_queue,
+            },
+            next_conn: 0,
+            next_room: 0,
+            guests: 0,
+            nicks: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            room_index: BTreeMap::new(),
+            deadlines: BTreeSet::new(),
+            shut_down: false,
+        }
     }
 
     /// The configuration.
@@ -114,58 +291,463 @@ impl ChatServer {
     }
 
     /// A connection was accepted at `now`; returns its id. When the server is full
-    /// the outputs are `! server full` and a `Close`.
+    /// the outputs are `! server full` and a `Close` (after [`shutdown`](Self::shutdown):
+    /// `* server shutting down` and a `Close`). Otherwise the newcomer is `guestN`
+    /// in `#lobby`, gets `* welcome guestN, K users online`, and the other members
+    /// of `#lobby` get `* guestN joined #lobby`.
     pub fn handle_open(&mut self, now: Instant) -> ConnId {
-        todo!("{now:?}")
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        let refuse = if self.shut_down {
+            Some((&b"* server shutting down\n"[..], CloseReason::Shutdown))
+        } else if self
+            .config
+            .max_conns
+            .is_some_and(|max| self.sink.conns.len() >= max)
+        {
+            Some((&b"! server full\n"[..], CloseReason::ServerFull))
+        } else {
+            None
+        };
+        if let Some((msg, reason)) = refuse {
+            self.sink.out.push_back(Output::Transmit {
+                to: id,
+                bytes: Bytes::from_static(msg),
+            });
+            self.sink.out.push_back(Output::Close { id, reason });
+            return id;
+        }
+
+        let nick = loop {
+            self.guests += 1;
+            let nick = alloc::format!("guest{}", self.guests);
+            if !self.nicks.contains_key(&nick) {
+                break nick;
+            }
+        };
+        self.nicks.insert(nick.clone(), id);
+        let room = self.room_for("lobby");
+        let deadline = self.idle_timeout.map(|t| now + t);
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id));
+        }
+        let conn = Conn {
+            nick,
+            room,
+            framer: LineFramer::new(self.config.max_line),
+            queued: 0,
+            deadline,
+            doomed: false,
+        };
+        let welcome = line(format_args!(
+            "* welcome {}, {} users online",
+            conn.nick,
+            self.sink.conns.len() + 1
+        ));
+        self.sink.conns.insert(id, conn);
+        self.sink.transmit(id, welcome);
+        self.enter_room(id, room, false);
+        self.process_drops();
+        id
     }
 
-    /// Bytes received from `id`.
+    /// Bytes received from `id`, processed line by line.
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
-        todo!("{now:?} {id:?} {data:?}")
+        let Some(conn) = self.open_conn(id)? else {
+            return Ok(());
+        };
+        conn.framer.push(data);
+        if !data.is_empty() {
+            self.touch(now, id);
+        }
+        while let Some(conn) = self.sink.conns.get_mut(&id) {
+            let Some(item) = conn.framer.next_line() else {
+                break;
+            };
+            self.handle_line(id, item);
+            self.process_drops();
+        }
+        Ok(())
     }
 
     /// The transport wrote `n` more bytes of what was transmitted to `id`.
     pub fn handle_flushed(&mut self, id: ConnId, n: usize) -> Result<(), ChatError> {
-        todo!("{id:?} {n}")
+        let Some(conn) = self.open_conn(id)? else {
+            return Ok(());
+        };
+        conn.queued = conn.queued.checked_sub(n).ok_or(ChatError::FlushOverflow {
+            id,
+            reported: n,
+            queued: conn.queued,
+        })?;
+        Ok(())
     }
 
-    /// `id` finished sending (EOF): its last unterminated line is processed, then it leaves.
+    /// `id` finished sending (EOF): its last unterminated line is processed, then it
+    /// leaves (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
-        todo!("{now:?} {id:?}")
+        let Some(conn) = self.open_conn(id)? else {
+            return Ok(());
+        };
+        let _ = now;
+        if let Some(item) = conn.framer.finish() {
+            self.handle_line(id, item);
+            self.process_drops();
+        }
+        self.remove(id, "connection closed", CloseReason::PeerClosed);
+        self.process_drops();
+        Ok(())
     }
 
-    /// `id` failed (reset, I/O error): it leaves at once.
+    /// `id` failed (reset, I/O error): it leaves at once
+    /// (`* nick left (connection reset)`, `Close{Reset}`).
     pub fn handle_reset(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
-        todo!("{now:?} {id:?}")
+        if self.open_conn(id)?.is_none() {
+            return Ok(());
+        }
+        let _ = now;
+        self.remove(id, "connection reset", CloseReason::Reset);
+        self.process_drops();
+        Ok(())
     }
 
-    /// Time passed: drop idle clients.
+    /// Time passed: drops every client whose idle deadline is `<= now`
+    /// (`* nick left (idle timeout)`, `Close{IdleTimeout}`). Afterwards
+    /// [`poll_timeout`](Self::poll_timeout) is `None` or later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
-        todo!("{now:?}")
+        while let Some(&(deadline, id)) = self.deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.deadlines.pop_first();
+            if let Some(conn) = self.sink.conns.get_mut(&id) {
+                conn.deadline = None;
+            }
+            self.remove(id, "idle timeout", CloseReason::IdleTimeout);
+            self.process_drops();
+        }
     }
 
-    /// The server stops: everyone gets `* server shutting down`, then a `Close`.
+    /// The server stops: everyone gets `* server shutting down`, then a `Close`
+    /// (no `left` notices). Later connections are refused the same way.
     pub fn shutdown(&mut self) {
-        todo!()
+        self.shut_down = true;
+        let notice = Bytes::from_static(b"* server shutting down\n");
+        let ids: Vec<ConnId> = self.sink.conns.keys().copied().collect();
+        for id in ids {
+            self.sink.transmit(id, notice.clone());
+            self.sink.out.push_back(Output::Close {
+                id,
+                reason: CloseReason::Shutdown,
+            });
+        }
+        self.sink.conns.clear();
+        self.sink.doomed.clear();
+        self.nicks.clear();
+        self.rooms.clear();
+        self.room_index.clear();
+        self.deadlines.clear();
     }
 
     /// The next thing the transport must do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        todo!()
+        self.sink.out.pop_front()
     }
 
-    /// When `handle_timeout` should next be called, if ever.
+    /// When `handle_timeout` should next be called, if ever (O(log n)).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        todo!()
+        self.deadlines.first().map(|&(deadline, _)| deadline)
     }
 
     /// Open connections.
     pub fn connections(&self) -> usize {
-        todo!()
+        self.sink.conns.len()
     }
 
     /// Bytes transmitted to `id` and not yet reported flushed (`None`: not open).
     pub fn queued(&self, id: ConnId) -> Option<usize> {
-        todo!("{id:?}")
+        self.sink.conns.get(&id).map(|c| c.queued)
+    }
+
+    /// Whether `id` is open (issued and not closed).
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.sink.conns.contains_key(&id)
+    }
+
+    /// The nick of `id` (`None`: not open).
+    pub fn nick(&self, id: ConnId) -> Option<&str> {
+        self.sink.conns.get(&id).map(|c| c.nick.as_str())
+    }
+
+    /// The room `id` is in, with its `#` (`None`: not open).
+    pub fn room_of(&self, id: ConnId) -> Option<&str> {
+        let conn = self.sink.conns.get(&id)?;
+        self.rooms.get(&conn.room).map(|r| r.name.as_str())
+    }
+
+    /// Every room (`#name`, member count), sorted by name ignoring case.
+    pub fn rooms(&self) -> impl Iterator<Item = (&str, usize)> + '_ {
+        self.room_index
+            .values()
+            .filter_map(|r| self.rooms.get(r))
+            .map(|r| (r.name.as_str(), r.members.len()))
+    }
+
+    /// Open connections, by id.
+    pub fn conn_ids(&self) -> impl Iterator<Item = ConnId> + '_ {
+        self.sink.conns.keys().copied()
+    }
+
+    /// Bytes buffered by `id`'s line framer (for memory-bound tests).
+    #[cfg(test)]
+    pub(super) fn framer_buffered(&self, id: ConnId) -> Option<usize> {
+        self.sink.conns.get(&id).map(|c| c.framer.buffered())
+    }
+
+    // ----- internals -----
+
+    /// `Err` for ids never issued, `Ok(None)` for closed ones.
+    fn open_conn(&mut self, id: ConnId) -> Result<Option<&mut Conn>, ChatError> {
+        if id.0 >= self.next_conn {
+            return Err(ChatError::UnknownConn(id));
+        }
+        Ok(self.sink.conns.get_mut(&id))
+    }
+
+    fn touch(&mut self, now: Instant, id: ConnId) {
+        let Some(timeout) = self.idle_timeout else {
+            return;
+        };
+        let Some(conn) = self.sink.conns.get_mut(&id) else {
+            return;
+        };
+        if let Some(old) = conn.deadline.replace(now + timeout) {
+            self.deadlines.remove(&(old, id));
+        }
+        self.deadlines.insert((now + timeout, id));
+    }
+
+    fn error(&mut self, id: ConnId, args: fmt::Arguments<'_>) {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"! ");
+        let _ = buf.write_fmt(args);
+        buf.extend_from_slice(b"\n");
+        self.sink.transmit(id, buf.freeze());
+    }
+
+    /// Sends `bytes` to every member of `room` but `except`.
+    fn broadcast(&mut self, room: RoomId, except: Option<ConnId>, bytes: &Bytes) {
+        let Some(room) = self.rooms.get(&room) else {
+            return;
+        };
+        for &member in &room.members {
+            if Some(member) != except {
+                self.sink.transmit(member, bytes.clone());
+            }
+        }
+    }
+
+    /// The room called `name` (no `#`), created with that spelling if needed.
+    fn room_for(&mut self, name: &str) -> RoomId {
+        let key = name.to_ascii_lowercase();
+        if let Some(&room) = self.room_index.get(&key) {
+            return room;
+        }
+        let room = self.next_room;
+        self.next_room += 1;
+        self.room_index.insert(key, room);
+        self.rooms.insert(
+            room,
+            Room {
+                name: alloc::format!("#{name}"),
+                members: BTreeSet::new(),
+            },
+        );
+        room
+    }
+
+    /// Adds `id` (already pointing at `room`) to it; members get `* nick joined #room`.
+    fn enter_room(&mut self, id: ConnId, room: RoomId, tell_self: bool) {
+        let (Some(conn), Some(r)) = (self.sink.conns.get(&id), self.rooms.get_mut(&room)) else {
+            return;
+        };
+        r.members.insert(id);
+        let notice = line(format_args!("* {} joined {}", conn.nick, r.name));
+        self.broadcast(room, (!tell_self).then_some(id), &notice);
+    }
+
+    /// Takes `id` out of `room` (deleted when empty); those left get `notice`.
+    fn exit_room(&mut self, id: ConnId, room: RoomId, notice: &Bytes) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        r.members.remove(&id);
+        if r.members.is_empty() {
+            let key = r.name[1..].to_ascii_lowercase();
+            self.rooms.remove(&room);
+            self.room_index.remove(&key);
+        } else {
+            self.broadcast(room, None, notice);
+        }
+    }
+
+    /// Forgets `id`, outputs its `Close`, tells its room `* nick left (why)`.
+    fn remove(&mut self, id: ConnId, why: &str, reason: CloseReason) {
+        let Some(conn) = self.sink.conns.remove(&id) else {
+            return;
+        };
+        self.nicks.remove(&conn.nick.to_ascii_lowercase());
+        if let Some(d) = conn.deadline {
+            self.deadlines.remove(&(d, id));
+        }
+        self.sink.out.push_back(Output::Close { id, reason });
+        let notice = line(format_args!("* {} left ({})", conn.nick, why));
+        self.exit_room(id, conn.room, &notice);
+    }
+
+    /// Removes every connection whose send queue overflowed (worklist, no recursion).
+    fn process_drops(&mut self) {
+        while let Some(id) = self.sink.doomed.pop_front() {
+            self.remove(id, "send queue exceeded", CloseReason::SendQueueExceeded);
+        }
+    }
+
+    fn handle_line(&mut self, id: ConnId, item: Result<Bytes, LineTooLong>) {
+        let raw = match item {
+            Ok(raw) => raw,
+            Err(e) => return self.error(id, format_args!("{e}")),
+        };
+        if raw.is_empty() {
+            return;
+        }
+        let Ok(text) = core::str::from_utf8(&raw) else {
+            return self.error(id, format_args!("invalid utf-8"));
+        };
+        let text = sanitize(text);
+        self.handle_command(id, Command::parse(&text));
+    }
+
+    fn handle_command(&mut self, id: ConnId, cmd: Command<'_>) {
+        let Some(conn) = self.sink.conns.get(&id) else {
+            return;
+        };
+        let room = conn.room;
+        match cmd {
+            Command::Say(text) => {
+                let msg = line(format_args!("<{}> {}", conn.nick, text));
+                self.broadcast(room, Some(id), &msg);
+            }
+            Command::Me(text) => {
+                let msg = line(format_args!("* {} {}", conn.nick, text));
+                self.broadcast(room, Some(id), &msg);
+            }
+            Command::Nick(name) => self.rename(id, name),
+            Command::Join(name) => self.join(id, name),
+            Command::Who => self.who(id, room),
+            Command::Rooms => self.list_rooms(id),
+            Command::Msg { to, text } => match self.nicks.get(&to.to_ascii_lowercase()) {
+                Some(&target) => {
+                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
+                    self.sink.transmit(target, msg);
+                }
+                None => self.error(id, format_args!("no such nick {to}")),
+            },
+            Command::Quit(reason) => {
+                self.sink.transmit(id, Bytes::from_static(b"* bye\n"));
+                if self.sink.alive(id) {
+                    self.remove(id, reason.unwrap_or("quit"), CloseReason::Quit);
+                }
+            }
+            Command::Help => self.sink.transmit(id, Bytes::from_static(HELP)),
+            Command::Usage(usage) => self.error(id, format_args!("usage: {usage}")),
+            Command::Unknown(word) => self.error(id, format_args!("unknown command {word}")),
+        }
+    }
+
+    fn rename(&mut self, id: ConnId, name: &str) {
+        if !valid_name(name) {
+            return self.error(id, format_args!("invalid nick"));
+        }
+        let Some(conn) = self.sink.conns.get_mut(&id) else {
+            return;
+        };
+        let key = name.to_ascii_lowercase();
+        match self.nicks.get(&key) {
+            Some(&owner) if owner != id => {
+                return self.error(id, format_args!("nick {name} is taken"))
+            }
+            _ if conn.nick == name => {
+                let msg = line(format_args!("* you are already {name}"));
+                return self.sink.transmit(id, msg);
+            }
+            _ => {}
+        }
+        let old = core::mem::replace(&mut conn.nick, String::from(name));
+        let room = conn.room;
+        self.nicks.remove(&old.to_ascii_lowercase());
+        self.nicks.insert(key, id);
+        let notice = line(format_args!("* {old} is now known as {name}"));
+        self.broadcast(room, None, &notice);
+    }
+
+    fn join(&mut self, id: ConnId, name: &str) {
+        let name = name.strip_prefix('#').unwrap_or(name);
+        if !valid_name(name) {
+            return self.error(id, format_args!("invalid room"));
+        }
+        let Some(conn) = self.sink.conns.get(&id) else {
+            return;
+        };
+        let old = conn.room;
+        if self.room_index.get(&name.to_ascii_lowercase()) == Some(&old) {
+            let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
+            return self
+                .sink
+                .transmit(id, line(format_args!("! already in {shown}")));
+        }
+        let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
+        let notice = line(format_args!("* {} left {}", conn.nick, shown));
+        self.exit_room(id, old, &notice);
+        let new = self.room_for(name);
+        if let Some(conn) = self.sink.conns.get_mut(&id) {
+            conn.room = new;
+        }
+        self.enter_room(id, new, true);
+    }
+
+    fn who(&mut self, id: ConnId, room: RoomId) {
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        let mut nicks: Vec<&str> = r
+            .members
+            .iter()
+            .filter_map(|m| self.sink.conns.get(m))
+            .map(|c| c.nick.as_str())
+            .collect();
+        nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
+        let mut buf = BytesMut::new();
+        let _ = write!(buf, "* in {}: ", r.name);
+        for (i, nick) in nicks.iter().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            buf.extend_from_slice(nick.as_bytes());
+        }
+        buf.extend_from_slice(b"\n");
+        self.sink.transmit(id, buf.freeze());
+    }
+
+    fn list_rooms(&mut self, id: ConnId) {
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(b"* rooms: ");
+        for (i, (name, n)) in self.rooms().enumerate() {
+            if i > 0 {
+                buf.extend_from_slice(b", ");
+            }
+            let _ = write!(buf, "{name} ({n})");
+        }
+        buf.extend_from_slice(b"\n");
+        self.sink.transmit(id, buf.freeze());
     }
 }

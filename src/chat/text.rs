@@ -1,13 +1,118 @@
 //! Text rules: control-character sanitizing and the nick/room charset.
 
 use alloc::borrow::Cow;
+use alloc::string::String;
 
-/// Replaces control characters (C0 except tab, DEL, C1; ESC included) with `�`.
-pub fn sanitize(text: &str) -> Cow<'_, str> {
-    todo!("{text}")
+/// The replacement for every control character: `�` (U+FFFD).
+pub const REPLACEMENT: char = '\u{FFFD}';
+
+/// Whether `c` must not reach a terminal: C0 controls except tab, DEL and C1
+/// controls (ESC is a C0 control). Exactly Unicode's `Cc` category minus tab.
+fn is_forbidden(c: char) -> bool {
+    c.is_control() && c != '\t'
 }
 
+/// Whether the byte at `i` starts a forbidden character. C0 and DEL are single
+/// bytes; C1 (U+0080–U+009F) is encoded as `0xC2 0x80..=0x9F`.
+fn forbidden_at(bytes: &[u8], i: usize) -> bool {
+    match bytes[i] {
+        b'\t' => false,
+        0x00..=0x1f | 0x7f => true,
+        0xc2 => matches!(bytes.get(i + 1), Some(0x80..=0x9f)),
+        _ => false,
+    }
+}
+
+/// Replaces control characters (C0 except tab, DEL, C1; ESC included) with `�`,
+/// so that nobody can inject terminal escape sequences into other users' screens.
+///
+/// Returns [`Cow::Borrowed`] (no allocation) when nothing had to change; the check
+/// is a single pass over the bytes.
+///
+/// ```
+/// use echochat::chat::sanitize;
+/// assert!(matches!(sanitize("plain\ttext é"), std::borrow::Cow::Borrowed(_)));
+/// assert_eq!(sanitize("a\x1b[31mb\u{9b}c\x7f"), "a�[31mb�c�");
+/// ```
+pub fn sanitize(text: &str) -> Cow<'_, str> {
+    let bytes = text.as_bytes();
+    let Some(first) = (0..bytes.len()).find(|&i| forbidden_at(bytes, i)) else {
+        return Cow::Borrowed(text);
+    };
+    // `first` is a char boundary: forbidden characters start at lead bytes.
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push_str(&text[..first]);
+    out.extend(
+        text[first..]
+            .chars()
+            .map(|c| if is_forbidden(c) { REPLACEMENT } else { c }),
+    );
+    Cow::Owned(out)
+}
+
+/// Longest nick or room name, in bytes (all allowed characters are ASCII).
+pub const MAX_NAME: usize = 24;
+
 /// Whether `name` is a valid nick or room name: 1–24 of `A-Z a-z 0-9 _ -`.
+///
+/// ```
+/// use echochat::chat::valid_name;
+/// assert!(valid_name("rust-fans_42"));
+/// assert!(!valid_name("") && !valid_name("a b") && !valid_name("#rust") && !valid_name("é"));
+/// ```
 pub fn valid_name(name: &str) -> bool {
-    todo!("{name}")
+    (1..=MAX_NAME).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clean_text_is_borrowed() {
+        for s in [
+            "",
+            "hello",
+            "tab\there",
+            "héllo wörld ✓ 🦀",
+            "\u{a0}\u{ff}\u{2028}",
+        ] {
+            assert!(matches!(sanitize(s), Cow::Borrowed(_)), "{s:?}");
+        }
+    }
+
+    #[test]
+    fn control_characters_are_replaced() {
+        assert_eq!(sanitize("\x1b[2J"), "\u{FFFD}[2J");
+        assert_eq!(sanitize("a\x00b\x07c\x08d\x7fe"), "a�b�c�d�e");
+        assert_eq!(sanitize("\r\x0b\x0c"), "���");
+        assert_eq!(sanitize("x\u{80}y\u{9b}z\u{9f}"), "x�y�z�");
+        assert_eq!(sanitize("é\x1bé"), "é�é");
+        // U+00A0 and U+00C2 start with 0xC2 / are 0xC3 0x82 but are not controls.
+        assert_eq!(sanitize("\u{a0}\u{c2}\x1b"), "\u{a0}\u{c2}�");
+    }
+
+    #[test]
+    fn every_char_below_0xa0_is_checked() {
+        for c in (0u32..0x200).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            let expect_replaced = c.is_control() && c != '\t';
+            assert_eq!(sanitize(s) == "\u{FFFD}", expect_replaced, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn names() {
+        assert!(valid_name("a"));
+        assert!(valid_name("A-Z_a-z_0-9"));
+        assert!(valid_name(&"x".repeat(24)));
+        assert!(!valid_name(&"x".repeat(25)));
+        for bad in ["", " ", "a b", "a.b", "#a", "a\t", "ü", "a/b", "@op"] {
+            assert!(!valid_name(bad), "{bad:?}");
+        }
+    }
 }

@@ -1,0 +1,325 @@
+//! `bench chat`: N clients in one room each send M timestamped lines; every receiver
+//! measures delivery latency, order per sender, and what never arrived.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::sync::watch;
+
+use super::report::{self, Errors, Latency, Progress};
+use super::{connect, resolve, BenchError, Common, IO_TIMEOUT};
+
+/// `bench chat` arguments.
+#[derive(Debug, clap::Args)]
+pub struct ChatArgs {
+    /// Chat server address.
+    #[arg(long, default_value = "127.0.0.1:12346")]
+    pub addr: String,
+    /// Clients, all in the server's default room.
+    #[arg(long, default_value_t = 50)]
+    pub clients: usize,
+    /// Lines each client sends.
+    #[arg(long, default_value_t = 200)]
+    pub msgs: u64,
+    /// Bytes per line, newline included (at least the `bench …` header).
+    #[arg(long, default_value_t = 64)]
+    pub size: usize,
+    /// Lines per second per client (default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// Seconds to wait for missing lines after the last one was sent.
+    #[arg(long, default_value_t = 5.0)]
+    pub drain: f64,
+    /// Common options.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The result of `bench chat`.
+#[derive(Debug, Serialize)]
+struct ChatReport {
+    kind: &'static str,
+    addr: SocketAddr,
+    clients: usize,
+    connected: usize,
+    msgs: u64,
+    size: usize,
+    rate: Option<f64>,
+    /// Deliveries expected: every line to every other connected client.
+    expected: u64,
+    delivered: u64,
+    lost: u64,
+    order_violations: u64,
+    /// From the first line sent to the last one delivered.
+    elapsed_s: f64,
+    deliveries_per_s: f64,
+    latency: Latency,
+    /// `! ` lines received (the server rejected something).
+    server_errors: u64,
+    errors: Errors,
+}
+
+impl std::fmt::Display for ChatReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let rate = self.rate.map_or("flat out".to_owned(), |r| format!("{r}/s each"));
+        writeln!(
+            f,
+            "chat against {}: {}/{} clients × {} lines × {} B, {rate}",
+            self.addr, self.connected, self.clients, self.msgs, self.size
+        )?;
+        writeln!(
+            f,
+            "  delivered: {}/{} in {:.2} s ({:.0} deliveries/s)",
+            self.delivered, self.expected, self.elapsed_s, self.deliveries_per_s
+        )?;
+        writeln!(f, "  latency:   {}", self.latency)?;
+        writeln!(f, "  lost:      {}   order violations: {}", self.lost, self.order_violations)?;
+        writeln!(f, "  errors:    {} (server `!` lines: {})", self.errors, self.server_errors)
+    }
+}
+
+/// What one receiver saw.
+struct Received {
+    delivered: u64,
+    order_violations: u64,
+    server_errors: u64,
+    last_at: Option<Instant>,
+    hist: hdrhistogram::Histogram<u64>,
+    errors: Errors,
+}
+
+pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
+    let addr = resolve(&args.addr)?;
+    let clients = args.clients.max(1);
+    if matches!(args.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
+        return Err(BenchError::BadArgument("--rate must be positive".into()));
+    }
+    if !(args.drain >= 0.0 && args.drain < 1e6) {
+        return Err(BenchError::BadArgument("--drain must be positive".into()));
+    }
+
+    // Connect everyone and wait for each one's first server line (the welcome): from
+    // then on the client is in the room and will get every later broadcast.
+    let mut errors = Errors::default();
+    let mut first_error = None;
+    let limit = Arc::new(tokio::sync::Semaphore::new(64));
+    let joins: Vec<_> = (0..clients)
+        .map(|i| {
+            let limit = Arc::clone(&limit);
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                let (rd, wr) = connect(addr).await?.into_split();
+                let mut rd = BufReader::with_capacity(64 * 1024, rd);
+                let mut line = Vec::new();
+                // A server without a greeting gets a short settle instead.
+                let _ = tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line)).await;
+                Ok::<_, std::io::Error>((i, rd, wr))
+            })
+        })
+        .collect();
+    let mut conns = Vec::with_capacity(clients);
+    for j in joins {
+        match j.await {
+            Ok(Ok(c)) => conns.push(c),
+            Ok(Err(e)) => {
+                errors.connect += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+            Err(e) => {
+                errors.connect += 1;
+                first_error.get_or_insert(e.to_string());
+            }
+        }
+    }
+    if conns.is_empty() {
+        return Err(BenchError::NoConnection { addr, reason: first_error.unwrap_or_default() });
+    }
+    let connected = conns.len() as u64;
+    let per_receiver = (connected - 1) * args.msgs;
+    let expected = connected * per_receiver;
+    let progress = Progress::new(args.common.json, expected, "deliveries");
+
+    let origin = Instant::now();
+    let (drain_tx, drain_rx) = watch::channel(None::<Instant>);
+    let mut readers = Vec::new();
+    let mut writers = Vec::new();
+    for (i, rd, wr) in conns {
+        let counter = Arc::clone(&progress.counter);
+        readers.push(tokio::spawn(receive(rd, i, clients, per_receiver, origin, drain_rx.clone(), counter)));
+        writers.push(tokio::spawn(send(wr, i, args.msgs, args.size, args.rate, origin)));
+    }
+    let mut writers_back = Vec::new();
+    for w in writers {
+        match w.await {
+            Ok(Ok(wr)) => writers_back.push(wr),
+            Ok(Err(e)) => errors.io(&e),
+            Err(_) => errors.disconnect += 1,
+        }
+    }
+    let _ = drain_tx.send(Some(Instant::now() + Duration::from_secs_f64(args.drain)));
+    let mut hist = report::histogram();
+    let (mut delivered, mut order_violations, mut server_errors) = (0, 0, 0);
+    let mut last_at = origin;
+    for r in readers {
+        match r.await {
+            Ok(r) => {
+                delivered += r.delivered;
+                order_violations += r.order_violations;
+                server_errors += r.server_errors;
+                last_at = last_at.max(r.last_at.unwrap_or(origin));
+                report::merge(&mut hist, &r.hist);
+                errors.add(&r.errors);
+            }
+            Err(_) => errors.disconnect += 1,
+        }
+    }
+    drop(writers_back);
+    progress.finish();
+    let elapsed = last_at.saturating_duration_since(origin).max(Duration::from_micros(1));
+    let report = ChatReport {
+        kind: "chat",
+        addr,
+        clients,
+        connected: connected as usize,
+        msgs: args.msgs,
+        size: args.size,
+        rate: args.rate,
+        expected,
+        delivered,
+        lost: expected.saturating_sub(delivered),
+        order_violations,
+        elapsed_s: elapsed.as_secs_f64(),
+        deliveries_per_s: delivered as f64 / elapsed.as_secs_f64(),
+        latency: Latency::of(&hist),
+        server_errors,
+        errors,
+    };
+    report::emit(&report, args.common.json)
+}
+
+/// Sends `msgs` lines `bench <me> <seq> <send_time_ns> xxx…` of `size` bytes; returns
+/// the write half so the connection stays open until every receiver is done.
+async fn send(
+    mut wr: OwnedWriteHalf,
+    me: usize,
+    msgs: u64,
+    size: usize,
+    rate: Option<f64>,
+    origin: Instant,
+) -> std::io::Result<OwnedWriteHalf> {
+    let mut ticks = rate.map(|r| {
+        let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
+        t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+        t
+    });
+    let mut line = Vec::with_capacity(size.max(64));
+    for seq in 0..msgs {
+        if let Some(t) = ticks.as_mut() {
+            t.tick().await;
+        }
+        line.clear();
+        let now = origin.elapsed().as_nanos() as u64;
+        line.extend_from_slice(format!("bench {me} {seq} {now} ").as_bytes());
+        line.resize(line.len().max(size.saturating_sub(1)), b'x');
+        line.push(b'\n');
+        tokio::time::timeout(IO_TIMEOUT, wr.write_all(&line))
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+    }
+    Ok(wr)
+}
+
+/// Reads lines until `expected` bench lines arrived, the server closes, or the drain
+/// deadline (set once every sender is done) passes.
+async fn receive(
+    mut rd: BufReader<OwnedReadHalf>,
+    me: usize,
+    clients: usize,
+    expected: u64,
+    origin: Instant,
+    mut drain: watch::Receiver<Option<Instant>>,
+    counter: Arc<std::sync::atomic::AtomicU64>,
+) -> Received {
+    let mut r = Received {
+        delivered: 0,
+        order_violations: 0,
+        server_errors: 0,
+        last_at: None,
+        hist: report::histogram(),
+        errors: Errors::default(),
+    };
+    let mut last_seq: Vec<Option<u64>> = vec![None; clients];
+    let drained = async {
+        let deadline = loop {
+            if let Some(d) = *drain.borrow_and_update() {
+                break d;
+            }
+            if drain.changed().await.is_err() {
+                return;
+            }
+        };
+        tokio::time::sleep_until(deadline.into()).await;
+    };
+    tokio::pin!(drained);
+    let finder = memchr::memmem::Finder::new(b"bench ");
+    let mut line = Vec::with_capacity(256);
+    while r.delivered < expected {
+        line.clear();
+        let n = tokio::select! {
+            n = rd.read_until(b'\n', &mut line) => n,
+            _ = &mut drained => break,
+        };
+        match n {
+            Ok(0) => {
+                r.errors.disconnect += 1;
+                break;
+            }
+            Ok(_) => {}
+            Err(e) => {
+                r.errors.io(&e);
+                break;
+            }
+        }
+        let now = origin.elapsed();
+        if line.starts_with(b"! ") {
+            r.server_errors += 1;
+            continue;
+        }
+        if line.starts_with(b"* ") {
+            continue;
+        }
+        let Some(at) = finder.find(&line) else { continue };
+        let Some((sender, seq, sent_ns)) = parse(&line[at + 6..]) else {
+            r.errors.mismatch += 1;
+            continue;
+        };
+        if sender >= clients || sender == me {
+            r.errors.mismatch += 1;
+            continue;
+        }
+        match last_seq[sender] {
+            Some(last) if seq <= last => r.order_violations += 1,
+            _ => last_seq[sender] = Some(seq),
+        }
+        report::record(&mut r.hist, now.saturating_sub(Duration::from_nanos(sent_ns)));
+        r.delivered += 1;
+        r.last_at = Some(Instant::now());
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+    r
+}
+
+/// `<sender> <seq> <send_time_ns> …` → the three numbers.
+fn parse(rest: &[u8]) -> Option<(usize, u64, u64)> {
+    let text = std::str::from_utf8(rest).ok()?;
+    let mut words = text.split(' ');
+    let sender = words.next()?.parse().ok()?;
+    let seq = words.next()?.parse().ok()?;
+    let sent = words.next()?.trim_end().parse().ok()?;
+    Some((sender, seq, sent))
+}

@@ -1,0 +1,168 @@
+//! The argument grammar (clap derive): subcommands, flags, defaults and value checks.
+
+use std::fmt;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// TCP echo (RFC 862) and a line-based chat, served on the runtime of your choice.
+#[derive(Debug, Parser)]
+#[command(name = "echochat", version, about, propagate_version = true)]
+pub struct Cli {
+    /// More log output on stderr (-v info, -vv debug, -vvv trace); RUST_LOG also works.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve TCP echo (RFC 862); prints `listening on IP:PORT` once ready.
+    EchoServer(EchoServerArgs),
+    /// Serve the chat; prints `listening on IP:PORT` once ready.
+    ChatServer(ChatServerArgs),
+    /// Send stdin lines (or one --message) to an echo server and print the echoes.
+    EchoClient(EchoClientArgs),
+    /// Talk on a chat server: stdin lines are sent, server lines are printed.
+    ChatClient(ChatClientArgs),
+    /// Load generator for echo and chat servers.
+    Bench(crate::bench::BenchArgs),
+}
+
+/// Which transport runs a server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Runtime {
+    /// One OS thread per connection (std only).
+    Threads,
+    /// The tokio multi-threaded runtime.
+    Tokio,
+    /// The smol runtime.
+    Smol,
+}
+
+impl fmt::Display for Runtime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Runtime::Threads => "threads",
+            Runtime::Tokio => "tokio",
+            Runtime::Smol => "smol",
+        })
+    }
+}
+
+/// `echochat echo-server`.
+#[derive(Debug, Args)]
+pub struct EchoServerArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12345")]
+    pub addr: String,
+    /// Transport that serves the connections.
+    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+    pub runtime: Runtime,
+    /// Serve a single client, then exit 0.
+    #[arg(long)]
+    pub once: bool,
+    /// Also echo UDP datagrams on the same port.
+    #[arg(long)]
+    pub udp: bool,
+    /// Most simultaneous clients; extra connections are closed at once.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_conns: Option<usize>,
+    /// Most bytes received but not yet echoed, per connection.
+    #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = positive)]
+    pub max_pending: usize,
+}
+
+/// `echochat chat-server`.
+#[derive(Debug, Args)]
+pub struct ChatServerArgs {
+    /// Address to listen on (port 0 picks a free port).
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12346")]
+    pub addr: String,
+    /// Transport that serves the connections.
+    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
+    pub runtime: Runtime,
+    /// Most simultaneous clients; extra ones get `! server full`.
+    #[arg(long, value_name = "N", value_parser = positive)]
+    pub max_conns: Option<usize>,
+    /// Longest accepted line in bytes.
+    #[arg(long, value_name = "BYTES", default_value_t = 1024, value_parser = positive)]
+    pub max_line: usize,
+    /// Most bytes queued for one client before it is dropped.
+    #[arg(long, value_name = "BYTES", default_value_t = 262144, value_parser = positive)]
+    pub send_queue: usize,
+    /// Drop clients silent for this many seconds (0 = never).
+    #[arg(long, value_name = "SECS", default_value_t = 0)]
+    pub idle_timeout: u64,
+}
+
+/// `echochat echo-client`.
+#[derive(Debug, Args)]
+pub struct EchoClientArgs {
+    /// Echo server to connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12345")]
+    pub addr: String,
+    /// Send this one message, print the echo and exit (instead of reading stdin).
+    #[arg(long, value_name = "TEXT")]
+    pub message: Option<String>,
+}
+
+/// `echochat chat-client`.
+#[derive(Debug, Args)]
+pub struct ChatClientArgs {
+    /// Chat server to connect to.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12346")]
+    pub addr: String,
+    /// Nick to take on arrival (sent as `/nick NAME`).
+    #[arg(long, value_name = "NAME")]
+    pub nick: Option<String>,
+}
+
+/// A count or size of at least 1.
+fn positive(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(0) => Err("must be at least 1".into()),
+        Ok(n) => Ok(n),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn grammar_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn defaults_match_the_spec() {
+        let cli = Cli::try_parse_from(["echochat", "echo-server"]).expect("parses");
+        let Command::EchoServer(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(
+            (a.addr.as_str(), a.runtime, a.max_pending),
+            ("127.0.0.1:12345", Runtime::Tokio, 65536)
+        );
+        let cli = Cli::try_parse_from(["echochat", "chat-server", "-vv"]).expect("parses");
+        assert_eq!(cli.verbose, 2);
+        let Command::ChatServer(a) = cli.command else {
+            panic!("wrong subcommand")
+        };
+        assert_eq!(
+            (a.addr.as_str(), a.max_line, a.send_queue, a.idle_timeout),
+            ("127.0.0.1:12346", 1024, 262144, 0)
+        );
+    }
+
+    #[test]
+    fn zero_limits_are_rejected() {
+        assert!(Cli::try_parse_from(["echochat", "chat-server", "--max-line", "0"]).is_err());
+        assert!(Cli::try_parse_from(["echochat", "echo-server", "--max-conns", "0"]).is_err());
+    }
+}

@@ -1,0 +1,159 @@
+//! The command line itself: parses arguments ([`args`]), sets up logging and
+//! signals, dispatches to a subcommand, and turns every failure into one
+//! `echochat: …` line on stderr plus an exit code (never a panic).
+
+mod args;
+mod chat_client;
+mod client;
+mod echo_client;
+mod serve;
+
+use std::io::{self, Write};
+
+use clap::error::ErrorKind;
+use clap::Parser;
+
+pub use args::{Cli, Command, Runtime};
+
+/// Everything that can make `echochat` fail; `main` prints it as one line and exits 1.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A server could not start or stopped on an error of its own.
+    #[error("{0}")]
+    Serve(#[from] echochat::net::ServeError),
+    /// `--runtime X` where X was not compiled in.
+    #[error("runtime `{0}` is not compiled into this binary (rebuild with `--features {0}`)")]
+    RuntimeUnavailable(Runtime),
+    /// The tokio runtime could not be built.
+    #[error("cannot start the tokio runtime: {0}")]
+    TokioRuntime(#[source] io::Error),
+    /// SIGINT/SIGTERM handlers could not be installed.
+    #[error("cannot install the signal handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+    /// A client could not reach its server.
+    #[error("cannot connect to {addr}: {source}")]
+    Connect {
+        /// The address asked for.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// An established connection failed.
+    #[error("connection to {addr} failed: {source}")]
+    Connection {
+        /// The server's address.
+        addr: String,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The echo server closed before echoing everything back.
+    #[error("{addr} closed the connection after echoing {got} of {sent} bytes")]
+    ShortEcho {
+        /// The server's address.
+        addr: String,
+        /// Bytes echoed back.
+        got: usize,
+        /// Bytes sent.
+        sent: usize,
+    },
+    /// Reading stdin or writing stdout failed.
+    #[error("{what}: {source}")]
+    Stdio {
+        /// `"cannot read stdin"` or `"cannot write stdout"`.
+        what: &'static str,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The load generator failed.
+    #[error("{0}")]
+    Bench(String),
+}
+
+impl CliError {
+    fn stdin(source: io::Error) -> Self {
+        CliError::Stdio {
+            what: "cannot read stdin",
+            source,
+        }
+    }
+    fn stdout(source: io::Error) -> Self {
+        CliError::Stdio {
+            what: "cannot write stdout",
+            source,
+        }
+    }
+}
+
+/// Runs the command line and returns the process exit code.
+pub fn main() -> i32 {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => return report_usage_error(&err),
+    };
+    init_logging(cli.verbose);
+    match run(cli.command) {
+        Ok(()) => 0,
+        Err(err) => {
+            log::debug!("{err:?}");
+            // Nothing better to do if stderr is gone.
+            let _ = writeln!(io::stderr(), "echochat: {err}");
+            1
+        }
+    }
+}
+
+fn run(command: Command) -> Result<(), CliError> {
+    match command {
+        Command::EchoServer(args) => serve::echo_server(args),
+        Command::ChatServer(args) => serve::chat_server(args),
+        Command::EchoClient(args) => echo_client::run(args),
+        Command::ChatClient(args) => chat_client::run(args),
+        Command::Bench(args) => crate::bench::run(args).map_err(CliError::Bench),
+    }
+}
+
+/// `--help`/`--version` print in full (exit 0); a bare `echochat` shows the help
+/// (exit 2); any other usage error becomes one line on stderr (exit 2).
+fn report_usage_error(err: &clap::Error) -> i32 {
+    match err.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
+            // Nothing sensible to do if stdout is gone.
+            let _ = err.print();
+            0
+        }
+        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = err.print();
+            2
+        }
+        _ => {
+            let rendered = err.render().to_string();
+            let first = rendered
+                .lines()
+                .find(|l| !l.trim().is_empty())
+                .unwrap_or("invalid arguments");
+            let first = first.strip_prefix("error: ").unwrap_or(first);
+            let _ = writeln!(io::stderr(), "echochat: {first} (try --help)");
+            2
+        }
+    }
+}
+
+/// Logs go to stderr: `warn` by default, `-v` info, `-vv` debug, `-vvv` trace;
+/// `RUST_LOG` (env_logger syntax) is applied on top and wins where it speaks.
+fn init_logging(verbose: u8) {
+    let level = match verbose {
+        0 => log::LevelFilter::Warn,
+        1 => log::LevelFilter::Info,
+        2 => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Trace,
+    };
+    let mut builder = env_logger::Builder::new();
+    builder.filter_level(level);
+    builder.parse_env(env_logger::Env::default());
+    builder.target(env_logger::Target::Stderr);
+    // Fails only if a logger is already set, which cannot happen here.
+    let _ = builder.try_init();
+}

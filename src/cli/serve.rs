@@ -1,0 +1,112 @@
+//! `echo-server` and `chat-server`: bind, announce `listening on IP:PORT`, run the
+//! chosen transport until it finishes (`--once`) or SIGINT/SIGTERM triggers the
+//! [`Shutdown`], then return so the process exits 0.
+
+use std::io::Write;
+use std::time::Duration;
+
+use echochat::chat::ChatConfig;
+use echochat::echo::{EchoConfig, EchoServerConfig};
+use echochat::net::{Listener, Shutdown};
+
+use super::args::{ChatServerArgs, EchoServerArgs};
+use super::{CliError, Runtime};
+
+/// How long the tokio runtime may take to wind down its tasks after the server returned.
+const RUNTIME_GRACE: Duration = Duration::from_secs(2);
+
+/// `echochat echo-server`.
+pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
+    ensure_available(args.runtime)?;
+    let mut config = EchoServerConfig::default();
+    config.conn = EchoConfig::with_max_pending(args.max_pending);
+    config.max_conns = args.max_conns;
+    config.once = args.once;
+    let (listener, shutdown) = start(&args.addr, args.udp)?;
+    log::info!("echo server on the {} runtime: {config:?}", args.runtime);
+    match args.runtime {
+        #[cfg(feature = "threads")]
+        Runtime::Threads => echochat::threads::run_echo(listener, config, shutdown)?,
+        Runtime::Tokio => on_tokio(echochat::tokio::run_echo(listener, config, shutdown))??,
+        #[cfg(feature = "smol")]
+        Runtime::Smol => smol::block_on(echochat::smol::run_echo(listener, config, shutdown))?,
+        #[allow(unreachable_patterns)]
+        other => return Err(CliError::RuntimeUnavailable(other)),
+    }
+    log::info!("echo server stopped");
+    Ok(())
+}
+
+/// `echochat chat-server`.
+pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
+    ensure_available(args.runtime)?;
+    let mut config = ChatConfig::default();
+    config.max_line = args.max_line;
+    config.send_queue = args.send_queue;
+    config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
+    config.max_conns = args.max_conns;
+    let (listener, shutdown) = start(&args.addr, false)?;
+    log::info!("chat server on the {} runtime: {config:?}", args.runtime);
+    match args.runtime {
+        #[cfg(feature = "threads")]
+        Runtime::Threads => echochat::threads::run_chat(listener, config, shutdown)?,
+        Runtime::Tokio => on_tokio(echochat::tokio::run_chat(listener, config, shutdown))??,
+        #[cfg(feature = "smol")]
+        Runtime::Smol => smol::block_on(echochat::smol::run_chat(listener, config, shutdown))?,
+        #[allow(unreachable_patterns)]
+        other => return Err(CliError::RuntimeUnavailable(other)),
+    }
+    log::info!("chat server stopped");
+    Ok(())
+}
+
+/// Fails early (before binding) when `--runtime` names a transport not compiled in.
+fn ensure_available(runtime: Runtime) -> Result<(), CliError> {
+    let compiled = match runtime {
+        Runtime::Threads => cfg!(feature = "threads"),
+        Runtime::Tokio => true,
+        Runtime::Smol => cfg!(feature = "smol"),
+    };
+    if compiled {
+        Ok(())
+    } else {
+        Err(CliError::RuntimeUnavailable(runtime))
+    }
+}
+
+/// Binds, routes SIGINT/SIGTERM to a fresh [`Shutdown`], then prints the one
+/// `listening on` line (after the handler is in place, so a signal sent by someone
+/// who saw the line always means a clean shutdown).
+fn start(addr: &str, udp: bool) -> Result<(Listener, Shutdown), CliError> {
+    let listener = Listener::bind(addr, udp)?;
+    let local = listener
+        .local_addr()
+        .map_err(echochat::net::ServeError::from)?;
+    let shutdown = Shutdown::new();
+    let signal = shutdown.clone();
+    ctrlc::set_handler(move || {
+        if signal.is_triggered() {
+            // A second signal: the user does not want to wait for the flush.
+            std::process::exit(130);
+        }
+        log::info!("signal received, shutting down");
+        signal.trigger();
+    })?;
+    let mut stdout = std::io::stdout().lock();
+    writeln!(stdout, "listening on {local}")
+        .and_then(|()| stdout.flush())
+        .map_err(CliError::stdout)?;
+    Ok((listener, shutdown))
+}
+
+/// Runs a server future on a multi-threaded tokio runtime.
+fn on_tokio<F: std::future::Future>(server: F) -> Result<F::Output, CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("echochat-tokio")
+        .build()
+        .map_err(CliError::TokioRuntime)?;
+    let out = runtime.block_on(server);
+    runtime.shutdown_timeout(RUNTIME_GRACE);
+    Ok(out)
+}

@@ -1,0 +1,187 @@
+//! [`ChatChecker`]: invariants of a [`ChatServer`]'s outputs, checked as they come.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use crate::chat::{ChatServer, CloseReason, ConnId, Output};
+
+/// Whether `c` must never reach a client: C0 controls except tab and newline, DEL, C1.
+pub fn forbidden_char(c: char) -> bool {
+    (c < ' ' && c != '\t' && c != '\n') || ('\u{7f}'..='\u{9f}').contains(&c)
+}
+
+/// The text of message number `seq` from connection `sender`: `~sender.seq`.
+/// Harnesses never send `~` otherwise, so a token in an output line identifies
+/// exactly who sent it and in which order.
+pub fn token(sender: ConnId, seq: u64) -> String {
+    format!("~{}.{}", sender.0, seq)
+}
+
+/// Parses the first token in `line`, if any.
+fn parse_token(line: &str) -> Option<(u64, u64)> {
+    let at = line.find('~')?;
+    let rest = &line[at + 1..];
+    let (a, rest) = rest.split_once('.')?;
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    Some((a.parse().ok()?, rest[..end].parse().ok()?))
+}
+
+#[derive(Debug, Default)]
+struct Conn {
+    queued: usize,
+    /// Highest token seq received from each sender.
+    last_seq: BTreeMap<u64, u64>,
+}
+
+/// Watches every [`Output`] of one [`ChatServer`] and panics on a broken invariant:
+///
+/// * a connection gets nothing after its `Close` (and is closed at most once);
+/// * every transmit is whole, valid UTF-8 lines starting with `<`, `* `, `! ` or
+///   `(pm) `, with no [forbidden](forbidden_char) character;
+/// * no sender receives its own [token] (except by `/msg` to itself), and tokens from one sender reach each
+///   recipient in increasing order;
+/// * a connection's queued bytes never exceed `send_queue`, and agree with
+///   [`ChatServer::queued`] and [`ChatServer::connections`].
+#[derive(Debug)]
+pub struct ChatChecker {
+    send_queue: usize,
+    open: BTreeMap<ConnId, Conn>,
+    closed: BTreeMap<ConnId, CloseReason>,
+    received: BTreeMap<ConnId, Vec<u8>>,
+}
+
+impl ChatChecker {
+    /// A checker for a server with this `send_queue` limit.
+    pub fn new(send_queue: usize) -> Self {
+        ChatChecker { send_queue, open: BTreeMap::new(), closed: BTreeMap::new(), received: BTreeMap::new() }
+    }
+
+    /// `handle_open` returned `id` (call before draining its outputs).
+    pub fn opened(&mut self, id: ConnId) {
+        assert!(!self.open.contains_key(&id) && !self.closed.contains_key(&id), "{id:?} issued twice");
+        if let Some(last) = self.received.keys().next_back() {
+            assert!(id > *last, "ids must increase: {id:?} after {last:?}");
+        }
+        self.open.insert(id, Conn::default());
+        self.received.insert(id, Vec::new());
+    }
+
+    /// Checks and records one output.
+    pub fn output(&mut self, out: &Output) {
+        match out {
+            Output::Transmit { to, bytes } => {
+                let Some(conn) = self.open.get_mut(to) else {
+                    panic!("transmit to {to:?} which is {}", self.state(*to));
+                };
+                assert!(!bytes.is_empty(), "empty transmit to {to:?}");
+                assert_eq!(bytes.last(), Some(&b'\n'), "transmit to {to:?} is not whole lines: {bytes:?}");
+                let text = core::str::from_utf8(bytes).unwrap_or_else(|e| panic!("invalid UTF-8 to {to:?}: {e}"));
+                for line in text.split_terminator('\n') {
+                    check_line(*to, conn, line);
+                }
+                conn.queued += bytes.len();
+                assert!(
+                    conn.queued <= self.send_queue,
+                    "{to:?} has {} bytes queued, send_queue is {}",
+                    conn.queued,
+                    self.send_queue
+                );
+                self.received.get_mut(to).expect("received").extend_from_slice(bytes);
+            }
+            Output::Close { id, reason } => {
+                assert!(self.open.remove(id).is_some(), "close of {id:?} which is {}", self.state(*id));
+                self.closed.insert(*id, reason.clone());
+            }
+        }
+    }
+
+    /// The transport flushed `n` bytes of `id`'s queue; returns false (and records
+    /// nothing) if `id` is not open.
+    pub fn flushed(&mut self, id: ConnId, n: usize) -> bool {
+        match self.open.get_mut(&id) {
+            Some(c) => {
+                assert!(n <= c.queued, "harness flushed more than queued");
+                c.queued -= n;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Bytes transmitted to `id` and not yet flushed (0 when not open).
+    pub fn queued(&self, id: ConnId) -> usize {
+        self.open.get(&id).map_or(0, |c| c.queued)
+    }
+
+    /// Whether `id` is open.
+    pub fn is_open(&self, id: ConnId) -> bool {
+        self.open.contains_key(&id)
+    }
+
+    /// Open connections, in id order.
+    pub fn open_ids(&self) -> Vec<ConnId> {
+        self.open.keys().copied().collect()
+    }
+
+    /// Every id issued so far, in order.
+    pub fn all_ids(&self) -> Vec<ConnId> {
+        self.received.keys().copied().collect()
+    }
+
+    /// Everything transmitted to `id`.
+    pub fn received(&self, id: ConnId) -> &[u8] {
+        self.received.get(&id).map_or(&[], |v| v)
+    }
+
+    /// Why `id` was closed, if it was.
+    pub fn close_reason(&self, id: ConnId) -> Option<&CloseReason> {
+        self.closed.get(&id)
+    }
+
+    /// Drains `server`'s outputs through [`output`](Self::output), then checks its accessors.
+    pub fn drain(&mut self, server: &mut ChatServer) {
+        while let Some(out) = server.poll_output() {
+            self.output(&out);
+        }
+        self.check_server(server);
+    }
+
+    /// Checks `server`'s accessors against what the outputs said.
+    pub fn check_server(&self, server: &ChatServer) {
+        assert_eq!(server.connections(), self.open.len(), "connections() disagrees with outputs");
+        for (id, c) in &self.open {
+            assert_eq!(server.queued(*id), Some(c.queued), "queued({id:?})");
+        }
+        for id in self.closed.keys() {
+            assert_eq!(server.queued(*id), None, "queued({id:?}) of a closed connection");
+        }
+    }
+
+    fn state(&self, id: ConnId) -> String {
+        match self.closed.get(&id) {
+            Some(r) => format!("closed ({r:?})"),
+            None => String::from("never opened"),
+        }
+    }
+}
+
+fn check_line(to: ConnId, conn: &mut Conn, line: &str) {
+    if let Some(c) = line.chars().find(|&c| forbidden_char(c)) {
+        panic!("line to {to:?} contains {c:?}: {line:?}");
+    }
+    assert!(
+        line.starts_with('<') || line.starts_with("* ") || line.starts_with("! ") || line.starts_with("(pm) <"),
+        "line to {to:?} has no known prefix: {line:?}"
+    );
+    if let Some((sender, seq)) = parse_token(line) {
+        // `/msg` to one's own nick is delivered (as IRC does); nothing else comes back.
+        if !line.starts_with("(pm) ") {
+            assert_ne!(sender, to.0, "{to:?} received its own message: {line:?}");
+        }
+        let last = conn.last_seq.entry(sender).or_insert(0);
+        assert!(seq > *last, "{to:?} got message {seq} from {sender} after {}: {line:?}", *last);
+        *last = seq;
+    }
+}

@@ -1,0 +1,49 @@
+//! Fuzz bodies and invariant checkers for the sans-IO core.
+//!
+//! Every cargo-fuzz target in `fuzz/fuzz_targets/` is a three-line wrapper around one
+//! function here, and `tests/fuzz_corpus.rs` replays every checked-in corpus and
+//! regression file through the same functions, so a crash found by a fuzzer becomes
+//! a `cargo test` failure once its input is saved under `fuzz/regressions/<target>/`.
+//!
+//! * [`framer`]: chunking invariance and bounds of [`LineFramer`](crate::framing::LineFramer);
+//! * [`echo`]: identity and bounds of [`EchoConn`](crate::echo::EchoConn);
+//! * [`command`]: [`Command::parse`](crate::chat::Command::parse), [`sanitize`](crate::chat::sanitize)
+//!   and [`valid_name`](crate::chat::valid_name) never panic and keep their promises;
+//! * [`chat`](fn@chat): structure-aware event sequences against [`ChatServer`](crate::chat::ChatServer),
+//!   checked after every step by [`ChatChecker`].
+//!
+//! Each body panics (with a message saying which invariant broke) on a violation.
+
+mod check;
+mod command;
+mod echo;
+mod framer;
+mod model;
+
+#[cfg(feature = "fuzzing")]
+mod chat;
+
+pub use check::{forbidden_char, token, ChatChecker};
+pub use command::{check_parse, check_sanitize, check_valid_name, command};
+pub use echo::{check_echo, echo, EchoOp};
+pub use model::Model;
+pub use framer::{check_framer, chunk, framer, reference};
+
+#[cfg(feature = "fuzzing")]
+pub use chat::{agree, chat, run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};
+
+/// Names of the fuzz targets, as in `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
+pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat"];
+
+/// Runs the body of fuzz target `target` on `data`; `false` if there is no such target.
+pub fn replay(target: &str, data: &[u8]) -> bool {
+    match target {
+        "framer" => framer(data),
+        "command" => command(data),
+        "echo" => echo(data),
+        #[cfg(feature = "fuzzing")]
+        "chat" => chat(data),
+        _ => return false,
+    }
+    true
+}

@@ -1,0 +1,396 @@
+//! [`Model`]: an obviously-right reference chat server, for differential testing.
+//!
+//! Written from SPEC §3 plus the choices documented on [`ChatServer`](crate::chat::ChatServer)
+//! and in `src/chat/command.rs`, in the plainest style: a map of clients, rooms found
+//! by scanning clients, its own framing, parsing and sanitizing. It records what each
+//! connection was sent and how it was closed, to compare with the real core's outputs
+//! (see [`ChatChecker::received`](super::ChatChecker::received)).
+
+use alloc::collections::{BTreeMap, VecDeque};
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::chat::{ChatConfig, CloseReason, ConnId};
+use crate::Instant;
+
+/// `/help` text, as documented.
+const HELP: &str = "* /nick NAME — change your nick\n\
+* /join ROOM — leave your room and enter #ROOM (created if needed)\n\
+* /who — list the members of your room\n\
+* /rooms — list the rooms and their sizes\n\
+* /msg NICK text — send a private message\n\
+* /me text — an action, shown as * nick text\n\
+* /quit [reason] — leave the server\n\
+* /help — this list (start a message with // to send a line starting with /)\n";
+
+#[derive(Debug)]
+struct Client {
+    nick: String,
+    /// Lowercased room name without `#`.
+    room: String,
+    partial: Vec<u8>,
+    discarding: bool,
+    queued: usize,
+    deadline: Option<Instant>,
+    doomed: bool,
+}
+
+/// Reference model of the chat server. Methods mirror [`ChatServer`](crate::chat::ChatServer)'s.
+#[derive(Debug)]
+pub struct Model {
+    config: ChatConfig,
+    clients: BTreeMap<ConnId, Client>,
+    /// Lowercased name → display name (`#` + creator's spelling), while non-empty.
+    rooms: BTreeMap<String, String>,
+    next_id: u64,
+    guests: u64,
+    doomed: VecDeque<ConnId>,
+    shut_down: bool,
+    /// Everything sent to each connection ever issued.
+    pub sent: BTreeMap<ConnId, Vec<u8>>,
+    /// How each closed connection was closed.
+    pub closes: BTreeMap<ConnId, CloseReason>,
+}
+
+fn forbidden(c: char) -> bool {
+    (c <= '\u{1f}' && c != '\t') || ('\u{7f}'..='\u{9f}').contains(&c)
+}
+
+fn valid_name(s: &str) -> bool {
+    !s.is_empty() && s.len() <= 24 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+}
+
+/// `(word, rest after the first run of spaces)`.
+fn split_word(s: &str) -> (&str, &str) {
+    match s.split_once(' ') {
+        Some((w, rest)) => (w, rest.trim_start_matches(' ')),
+        None => (s, ""),
+    }
+}
+
+impl Model {
+    /// A model server with this configuration.
+    pub fn new(config: ChatConfig) -> Self {
+        Model {
+            config,
+            clients: BTreeMap::new(),
+            rooms: BTreeMap::new(),
+            next_id: 0,
+            guests: 0,
+            doomed: VecDeque::new(),
+            shut_down: false,
+            sent: BTreeMap::new(),
+            closes: BTreeMap::new(),
+        }
+    }
+
+    /// Bytes queued for `id` (`None`: not open).
+    pub fn queued(&self, id: ConnId) -> Option<usize> {
+        self.clients.get(&id).map(|c| c.queued)
+    }
+
+    /// Open connections.
+    pub fn connections(&self) -> usize {
+        self.clients.len()
+    }
+
+    fn timeout(&self) -> Option<core::time::Duration> {
+        self.config.idle_timeout.filter(|d| !d.is_zero())
+    }
+
+    fn raw(&mut self, id: ConnId, text: &str) {
+        self.sent.entry(id).or_default().extend_from_slice(text.as_bytes());
+    }
+
+    fn send(&mut self, id: ConnId, text: String) {
+        let limit = self.config.send_queue;
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        if c.doomed {
+            return;
+        }
+        if c.queued + text.len() <= limit {
+            c.queued += text.len();
+            self.raw(id, &text);
+        } else {
+            c.doomed = true;
+            self.doomed.push_back(id);
+        }
+    }
+
+    fn members(&self, room: &str) -> Vec<ConnId> {
+        self.clients.iter().filter(|(_, c)| c.room == room).map(|(id, _)| *id).collect()
+    }
+
+    fn to_room(&mut self, room: &str, except: Option<ConnId>, text: &str) {
+        for m in self.members(room) {
+            if Some(m) != except {
+                self.send(m, text.to_string());
+            }
+        }
+    }
+
+    fn close(&mut self, id: ConnId, reason: CloseReason) {
+        self.closes.insert(id, reason);
+    }
+
+    fn remove(&mut self, id: ConnId, why: &str, reason: CloseReason) {
+        let Some(c) = self.clients.remove(&id) else { return };
+        self.close(id, reason);
+        if self.members(&c.room).is_empty() {
+            self.rooms.remove(&c.room);
+        } else {
+            self.to_room(&c.room, None, &format!("* {} left ({why})\n", c.nick));
+        }
+    }
+
+    fn drops(&mut self) {
+        while let Some(id) = self.doomed.pop_front() {
+            self.remove(id, "send queue exceeded", CloseReason::SendQueueExceeded);
+        }
+    }
+
+    /// See [`ChatServer::handle_open`](crate::chat::ChatServer::handle_open).
+    pub fn open(&mut self, now: Instant) -> ConnId {
+        let id = ConnId(self.next_id);
+        self.next_id += 1;
+        self.sent.insert(id, Vec::new());
+        if self.shut_down {
+            self.raw(id, "* server shutting down\n");
+            self.close(id, CloseReason::Shutdown);
+            return id;
+        }
+        if self.config.max_conns.is_some_and(|m| self.clients.len() >= m) {
+            self.raw(id, "! server full\n");
+            self.close(id, CloseReason::ServerFull);
+            return id;
+        }
+        let nick = loop {
+            self.guests += 1;
+            let nick = format!("guest{}", self.guests);
+            if !self.clients.values().any(|c| c.nick.eq_ignore_ascii_case(&nick)) {
+                break nick;
+            }
+        };
+        let online = self.clients.len() + 1;
+        self.rooms.entry("lobby".into()).or_insert_with(|| "#lobby".into());
+        let deadline = self.timeout().map(|t| now + t);
+        let client = Client {
+            nick: nick.clone(),
+            room: "lobby".into(),
+            partial: Vec::new(),
+            discarding: false,
+            queued: 0,
+            deadline,
+            doomed: false,
+        };
+        self.clients.insert(id, client);
+        self.send(id, format!("* welcome {nick}, {online} users online\n"));
+        self.to_room("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
+        self.drops();
+        id
+    }
+
+    /// See [`ChatServer::handle_data`](crate::chat::ChatServer::handle_data); `false`: unknown id.
+    pub fn data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> bool {
+        if id.0 >= self.next_id {
+            return false;
+        }
+        let timeout = self.timeout();
+        let Some(c) = self.clients.get_mut(&id) else { return true };
+        c.partial.extend_from_slice(data);
+        if !data.is_empty() {
+            if let Some(t) = timeout {
+                c.deadline = Some(now + t);
+            }
+        }
+        let max = self.config.max_line;
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else { break };
+            match c.partial.iter().position(|&b| b == b'\n') {
+                Some(i) => {
+                    let line: Vec<u8> = c.partial.drain(..=i).collect();
+                    if core::mem::take(&mut c.discarding) {
+                        continue;
+                    }
+                    self.line(id, &line[..i]);
+                    self.drops();
+                }
+                None => {
+                    if c.discarding {
+                        c.partial.clear();
+                    } else if c.partial.len() > max + 1 {
+                        c.partial.clear();
+                        c.discarding = true;
+                        self.send(id, format!("! line too long (max {max} bytes)\n"));
+                        self.drops();
+                    }
+                    break;
+                }
+            }
+        }
+        true
+    }
+
+    /// See [`ChatServer::handle_flushed`](crate::chat::ChatServer::handle_flushed).
+    pub fn flushed(&mut self, id: ConnId, n: usize) {
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.queued -= n;
+        }
+    }
+
+    /// See [`ChatServer::handle_peer_closed`](crate::chat::ChatServer::handle_peer_closed).
+    pub fn peer_closed(&mut self, id: ConnId) {
+        let Some(c) = self.clients.get_mut(&id) else { return };
+        let rest = core::mem::take(&mut c.partial);
+        if !core::mem::take(&mut c.discarding) && !rest.is_empty() {
+            self.line(id, &rest);
+            self.drops();
+        }
+        self.remove(id, "connection closed", CloseReason::PeerClosed);
+        self.drops();
+    }
+
+    /// See [`ChatServer::handle_reset`](crate::chat::ChatServer::handle_reset).
+    pub fn reset(&mut self, id: ConnId) {
+        self.remove(id, "connection reset", CloseReason::Reset);
+        self.drops();
+    }
+
+    /// See [`ChatServer::handle_timeout`](crate::chat::ChatServer::handle_timeout).
+    pub fn timeout_at(&mut self, now: Instant) {
+        loop {
+            let next = self.clients.iter().filter_map(|(id, c)| c.deadline.map(|d| (d, *id))).min();
+            match next {
+                Some((d, id)) if d <= now => {
+                    self.remove(id, "idle timeout", CloseReason::IdleTimeout);
+                    self.drops();
+                }
+                _ => break,
+            }
+        }
+    }
+
+    /// See [`ChatServer::shutdown`](crate::chat::ChatServer::shutdown).
+    pub fn shutdown(&mut self) {
+        self.shut_down = true;
+        let ids: Vec<ConnId> = self.clients.keys().copied().collect();
+        for id in ids {
+            self.send(id, "* server shutting down\n".into());
+            self.close(id, CloseReason::Shutdown);
+        }
+        self.clients.clear();
+        self.rooms.clear();
+        self.doomed.clear();
+    }
+
+    fn error(&mut self, id: ConnId, text: &str) {
+        self.send(id, format!("! {text}\n"));
+    }
+
+    fn line(&mut self, id: ConnId, raw: &[u8]) {
+        let raw = raw.strip_suffix(b"\r").unwrap_or(raw);
+        if raw.len() > self.config.max_line {
+            let max = self.config.max_line;
+            return self.error(id, &format!("line too long (max {max} bytes)"));
+        }
+        if raw.is_empty() {
+            return;
+        }
+        let Ok(text) = core::str::from_utf8(raw) else {
+            return self.error(id, "invalid utf-8");
+        };
+        let text: String = text.chars().map(|c| if forbidden(c) { '\u{FFFD}' } else { c }).collect();
+        self.command(id, &text);
+    }
+
+    fn command(&mut self, id: ConnId, line: &str) {
+        let Some(me) = self.clients.get(&id) else { return };
+        let (nick, room) = (me.nick.clone(), me.room.clone());
+        let Some(body) = line.strip_prefix('/') else {
+            return self.to_room(&room, Some(id), &format!("<{nick}> {line}\n"));
+        };
+        if body.starts_with('/') {
+            return self.to_room(&room, Some(id), &format!("<{nick}> {body}\n"));
+        }
+        let (word, args) = split_word(body);
+        let name = args.trim_end_matches(' ');
+        match word.to_ascii_lowercase().as_str() {
+            "nick" if name.is_empty() => self.error(id, "usage: /nick NAME"),
+            "nick" => self.rename(id, &nick, &room, name),
+            "join" if name.is_empty() => self.error(id, "usage: /join ROOM"),
+            "join" => self.join(id, &nick, &room, name),
+            "who" => {
+                let mut nicks: Vec<String> = self.members(&room).iter().map(|m| self.clients[m].nick.clone()).collect();
+                nicks.sort_by_key(|n| n.to_ascii_lowercase());
+                let shown = self.rooms[&room].clone();
+                self.send(id, format!("* in {shown}: {}\n", nicks.join(", ")));
+            }
+            "rooms" => {
+                let list: Vec<String> =
+                    self.rooms.iter().map(|(k, shown)| format!("{shown} ({})", self.members(k).len())).collect();
+                self.send(id, format!("* rooms: {}\n", list.join(", ")));
+            }
+            "msg" => {
+                let (to, text) = split_word(args);
+                if to.is_empty() || text.is_empty() {
+                    return self.error(id, "usage: /msg NICK text");
+                }
+                match self.clients.iter().find(|(_, c)| c.nick.eq_ignore_ascii_case(to)) {
+                    Some((&target, _)) => self.send(target, format!("(pm) <{nick}> {text}\n")),
+                    None => self.error(id, &format!("no such nick {to}")),
+                }
+            }
+            "me" if args.is_empty() => self.error(id, "usage: /me text"),
+            "me" => self.to_room(&room, Some(id), &format!("* {nick} {args}\n")),
+            "quit" => {
+                self.send(id, "* bye\n".into());
+                if self.clients.get(&id).is_some_and(|c| !c.doomed) {
+                    let why = if name.is_empty() { "quit" } else { name };
+                    self.remove(id, why, CloseReason::Quit);
+                }
+            }
+            "help" => self.send(id, HELP.into()),
+            _ => self.error(id, &format!("unknown command /{word}")),
+        }
+    }
+
+    fn rename(&mut self, id: ConnId, old: &str, room: &str, name: &str) {
+        if !valid_name(name) {
+            return self.error(id, "invalid nick");
+        }
+        if self.clients.iter().any(|(o, c)| *o != id && c.nick.eq_ignore_ascii_case(name)) {
+            return self.error(id, &format!("nick {name} is taken"));
+        }
+        if old == name {
+            return self.send(id, format!("* you are already {name}\n"));
+        }
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.nick = name.into();
+        }
+        self.to_room(room, None, &format!("* {old} is now known as {name}\n"));
+    }
+
+    fn join(&mut self, id: ConnId, nick: &str, old: &str, name: &str) {
+        let name = name.strip_prefix('#').unwrap_or(name);
+        if !valid_name(name) {
+            return self.error(id, "invalid room");
+        }
+        let key = name.to_ascii_lowercase();
+        if key == old {
+            let shown = self.rooms[old].clone();
+            return self.error(id, &format!("already in {shown}"));
+        }
+        let old_shown = self.rooms[old].clone();
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.room = key.clone();
+        }
+        if self.members(old).is_empty() {
+            self.rooms.remove(old);
+        } else {
+            self.to_room(old, None, &format!("* {nick} left {old_shown}\n"));
+        }
+        let shown = self.rooms.entry(key.clone()).or_insert_with(|| format!("#{name}")).clone();
+        self.to_room(&key, None, &format!("* {nick} joined {shown}\n"));
+    }
+}

@@ -1,0 +1,669 @@
+//! The `echochat` binary end to end (SPEC §1), on every compiled-in runtime:
+//! servers announce `listening on IP:PORT`, stop with exit 0 on SIGTERM/SIGINT,
+//! fail with one clear line on bad flags and busy addresses; our clients talk to
+//! our servers and to the tutorial's Python programs, and vice versa.
+//!
+//! Every wait is for an observable event (a line, an exit) with a generous deadline.
+#![cfg(feature = "cli")]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::{Child, ChildStdin, Command, ExitStatus, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_echochat");
+const TUTORIAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tutorial");
+/// Generous: nothing here should take more than a fraction of it.
+const DEADLINE: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------
+// Harness: a child process with stdout lines on a channel and stderr collected.
+// ---------------------------------------------------------------------------
+
+/// A running process (killed on drop). Its stdout arrives line by line on a
+/// channel; its stderr is collected for assertions and failure messages.
+struct Proc {
+    name: String,
+    child: Child,
+    stdin: Option<ChildStdin>,
+    lines: Receiver<String>,
+    stderr: Arc<Mutex<String>>,
+    stderr_reader: Option<JoinHandle<()>>,
+}
+
+/// How a process ended.
+struct Finished {
+    status: ExitStatus,
+    stdout: Vec<String>,
+    stderr: String,
+}
+
+impl Proc {
+    fn spawn(args: &[&str]) -> Proc {
+        Proc::spawn_cmd(BIN, args, &[])
+    }
+
+    fn spawn_cmd(program: &str, args: &[&str], env: &[(&str, &str)]) -> Proc {
+        let name = format!(
+            "{} {}",
+            Path::new(program)
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or(program),
+            args.join(" ")
+        );
+        let mut child = Command::new(program)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name}: {e}"));
+        let stdout = child.stdout.take().expect("piped stdout");
+        let stderr_pipe = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        thread::spawn(move || {
+            let mut out = BufReader::new(stdout);
+            let mut line = Vec::new();
+            loop {
+                line.clear();
+                match out.read_until(b'\n', &mut line) {
+                    Ok(0) | Err(_) => return,
+                    Ok(_) => {
+                        let text = String::from_utf8_lossy(&line);
+                        let text = text.strip_suffix('\n').unwrap_or(&text);
+                        if tx.send(text.to_owned()).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let sink = Arc::clone(&stderr);
+        let stderr_reader = thread::spawn(move || {
+            let mut pipe = stderr_pipe;
+            let mut buf = [0; 4096];
+            while let Ok(n @ 1..) = pipe.read(&mut buf) {
+                sink.lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .push_str(&String::from_utf8_lossy(&buf[..n]));
+            }
+        });
+        Proc {
+            name,
+            stdin: child.stdin.take(),
+            child,
+            lines,
+            stderr,
+            stderr_reader: Some(stderr_reader),
+        }
+    }
+
+    fn stderr(&self) -> String {
+        self.stderr
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The next stdout line, within the deadline.
+    fn next_line(&self, waiting_for: &str) -> String {
+        match self.lines.recv_timeout(DEADLINE) {
+            Ok(line) => line,
+            Err(e) => panic!(
+                "{}: no line ({e:?}) while waiting for {waiting_for}; stderr: {}",
+                self.name,
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Skips stdout lines until one matches, within the deadline.
+    fn wait_for_line(&self, waiting_for: &str, matches: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + DEADLINE;
+        let mut seen = Vec::new();
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) if matches(&line) => return line,
+                Ok(line) => seen.push(line),
+                Err(e) => panic!(
+                    "{}: {e:?} while waiting for {waiting_for}; saw {seen:?}; stderr: {}",
+                    self.name,
+                    self.stderr()
+                ),
+            }
+        }
+    }
+
+    fn send(&mut self, text: &str) {
+        let stdin = self.stdin.as_mut().expect("stdin still open");
+        stdin
+            .write_all(text.as_bytes())
+            .and_then(|()| stdin.flush())
+            .expect("write to child's stdin");
+    }
+
+    fn close_stdin(&mut self) {
+        self.stdin = None;
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// Waits for the exit (within the deadline), then collects what is left of stdout and stderr.
+    fn finish(mut self) -> Finished {
+        let end = Instant::now() + DEADLINE;
+        let status = loop {
+            match self.child.try_wait() {
+                Ok(Some(status)) => break status,
+                Ok(None) if Instant::now() < end => thread::sleep(Duration::from_millis(10)),
+                Ok(None) => panic!(
+                    "{}: still running after {DEADLINE:?}; stderr: {}",
+                    self.name,
+                    self.stderr()
+                ),
+                Err(e) => panic!("{}: cannot wait: {e}", self.name),
+            }
+        };
+        let mut stdout = Vec::new();
+        loop {
+            match self.lines.recv_timeout(DEADLINE) {
+                Ok(line) => stdout.push(line),
+                Err(RecvTimeoutError::Disconnected) => break,
+                Err(RecvTimeoutError::Timeout) => {
+                    panic!("{}: stdout still open after exit", self.name)
+                }
+            }
+        }
+        if let Some(reader) = self.stderr_reader.take() {
+            let _ = reader.join();
+        }
+        Finished {
+            status,
+            stdout,
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Finished {
+    fn assert_success(&self, what: &str) {
+        assert!(
+            self.status.success(),
+            "{what}: {:?}; stdout {:?}; stderr: {}",
+            self.status,
+            self.stdout,
+            self.stderr
+        );
+        assert_no_panic(&self.stderr);
+    }
+
+    /// Non-zero exit with exactly one line on stderr, returned.
+    fn assert_one_line_failure(&self, what: &str) -> String {
+        assert!(
+            !self.status.success(),
+            "{what}: should fail; stdout {:?}",
+            self.stdout
+        );
+        assert_no_panic(&self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(
+            lines.len(),
+            1,
+            "{what}: want one stderr line, got {:?}",
+            self.stderr
+        );
+        assert!(lines[0].starts_with("echochat: "), "{what}: {:?}", lines[0]);
+        lines[0].to_owned()
+    }
+}
+
+fn assert_no_panic(stderr: &str) {
+    assert!(
+        !stderr.contains("panicked") && !stderr.contains("backtrace"),
+        "panic in stderr: {stderr}"
+    );
+}
+
+/// A server started on `127.0.0.1:0`, with the address it announced.
+struct Server {
+    proc: Proc,
+    addr: SocketAddr,
+}
+
+impl Server {
+    fn start(service: &str, runtime: &str, extra: &[&str]) -> Server {
+        let mut args = vec![service, "--addr", "127.0.0.1:0", "--runtime", runtime];
+        args.extend_from_slice(extra);
+        let proc = Proc::spawn(&args);
+        let line = proc.next_line("the `listening on` line");
+        let addr = line
+            .strip_prefix("listening on ")
+            .and_then(|a| a.parse::<SocketAddr>().ok())
+            .unwrap_or_else(|| panic!("bad announcement {line:?}"));
+        assert_eq!(addr.ip().to_string(), "127.0.0.1");
+        assert_ne!(addr.port(), 0);
+        Server { proc, addr }
+    }
+
+    fn addr(&self) -> String {
+        self.addr.to_string()
+    }
+
+    /// Sends `signal`, expects a clean exit 0 and no further stdout.
+    fn stop_with(self, signal: &str) {
+        self.proc.signal(signal);
+        let done = self.proc.finish();
+        done.assert_success(&format!("server after SIG{signal}"));
+        assert!(
+            done.stdout.is_empty(),
+            "only one stdout line expected, then {:?}",
+            done.stdout
+        );
+    }
+}
+
+/// A port that was free a moment ago (for programs that cannot bind port 0).
+fn free_port() -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    listener.local_addr().expect("local addr").port()
+}
+
+/// `python3` and the tutorial folder, or a clear reason to skip.
+fn tutorial_python() -> Option<String> {
+    if !Path::new(TUTORIAL).is_dir() {
+        eprintln!("SKIPPED: tutorial folder {TUTORIAL} not found");
+        return None;
+    }
+    match Command::new("python3").arg("--version").output() {
+        Ok(out) if out.status.success() => Some(TUTORIAL.to_owned()),
+        _ => {
+            eprintln!("SKIPPED: python3 not available");
+            None
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Behaviour, written once per runtime.
+// ---------------------------------------------------------------------------
+
+fn echo_server_announces_and_stops_on_sigterm(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &[]);
+    let mut conn = TcpStream::connect(server.addr).expect("connect to the announced address");
+    conn.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    conn.write_all(b"ping\n").expect("write");
+    let mut echo = [0; 5];
+    conn.read_exact(&mut echo).expect("echo");
+    assert_eq!(&echo, b"ping\n");
+    server.stop_with("TERM");
+}
+
+fn chat_server_announces_and_stops_on_sigterm(runtime: &str) {
+    Server::start("chat-server", runtime, &[]).stop_with("TERM");
+}
+
+fn servers_stop_on_sigint(runtime: &str) {
+    Server::start("echo-server", runtime, &[]).stop_with("INT");
+    Server::start("chat-server", runtime, &[]).stop_with("INT");
+}
+
+fn bad_flags_fail_with_one_line(runtime: &str) {
+    for args in [
+        &["echo-server", "--runtime", runtime, "--bogus"][..],
+        &["chat-server", "--runtime", runtime, "--max-line", "0"],
+        &["echo-server", "--runtime", runtime, "--max-conns", "many"],
+    ] {
+        let done = Proc::spawn(args).finish();
+        let line = done.assert_one_line_failure(&args.join(" "));
+        assert_eq!(done.status.code(), Some(2), "{line}");
+    }
+}
+
+fn address_in_use_fails_with_one_line(runtime: &str) {
+    let taken = TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = taken.local_addr().expect("addr").to_string();
+    for service in ["echo-server", "chat-server"] {
+        let done = Proc::spawn(&[service, "--addr", &addr, "--runtime", runtime]).finish();
+        let line = done.assert_one_line_failure(service);
+        assert!(line.contains(&format!("cannot bind {addr}")), "{line}");
+        assert!(done.stdout.is_empty(), "{:?}", done.stdout);
+    }
+}
+
+fn once_serves_one_client_then_exits(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &["--once"]);
+    let client = Proc::spawn(&[
+        "echo-client",
+        "--addr",
+        &server.addr(),
+        "--message",
+        "just once",
+    ])
+    .finish();
+    client.assert_success("echo-client");
+    assert_eq!(client.stdout, ["just once"]);
+    server
+        .proc
+        .finish()
+        .assert_success("--once server after its client");
+}
+
+fn echo_client_message_mode(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &[]);
+    for message in ["hello, echo", "unicode: 안녕하세요 ✓", ""] {
+        let client = Proc::spawn(&[
+            "echo-client",
+            "--addr",
+            &server.addr(),
+            "--message",
+            message,
+        ])
+        .finish();
+        client.assert_success("echo-client --message");
+        assert_eq!(client.stdout, [message]);
+    }
+    server.stop_with("TERM");
+}
+
+fn echo_client_stdin_mode(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &[]);
+    let mut client = Proc::spawn(&["echo-client", "--addr", &server.addr()]);
+    client.send("one\n");
+    assert_eq!(client.next_line("echo of line one"), "one");
+    client.send("two\nthree\nno newline at the end");
+    client.close_stdin();
+    let done = client.finish();
+    done.assert_success("echo-client (stdin)");
+    assert_eq!(done.stdout, ["two", "three", "no newline at the end"]);
+    server.stop_with("TERM");
+}
+
+/// Far more than the server's 64 KiB pending limit and the socket buffers: the
+/// client must read echoes while still sending, or both sides would stall.
+fn echo_client_streams_large_input(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &["--max-pending", "4096"]);
+    let mut client = Proc::spawn(&["echo-client", "--addr", &server.addr()]);
+    let lines: Vec<String> = (0..20_000)
+        .map(|i| format!("line {i:05} {}", "x".repeat(i % 200)))
+        .collect();
+    let mut stdin = client.stdin.take().expect("stdin");
+    let input = lines.join("\n") + "\n";
+    let writer = thread::spawn(move || stdin.write_all(input.as_bytes()));
+    let done = client.finish();
+    writer.join().expect("writer thread").expect("feed stdin");
+    done.assert_success("echo-client with 2 MB of lines");
+    assert_eq!(done.stdout.len(), lines.len());
+    assert!(done.stdout == lines, "echoed lines differ");
+    server.stop_with("TERM");
+}
+
+fn echo_client_fails_when_the_server_refuses_it(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &["--max-conns", "1"]);
+    // Take the only slot, and make sure the server counts it.
+    let mut holder = TcpStream::connect(server.addr).expect("connect");
+    holder.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    holder.write_all(b"mine").expect("write");
+    let mut echo = [0; 4];
+    holder.read_exact(&mut echo).expect("echo");
+    let addr = server.addr();
+    let message = Proc::spawn(&["echo-client", "--addr", &addr, "--message", "no room?"]);
+    let mut lines = Proc::spawn(&["echo-client", "--addr", &addr]);
+    lines.send("no room?\n");
+    lines.close_stdin();
+    for client in [message, lines] {
+        let name = client.name.clone();
+        let done = client.finish();
+        let line = done.assert_one_line_failure(&name);
+        assert_eq!(done.status.code(), Some(1), "{line}");
+    }
+    drop(holder);
+    server.stop_with("TERM");
+}
+
+fn udp_flag_echoes_datagrams(runtime: &str) {
+    let server = Server::start("echo-server", runtime, &["--udp"]);
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+    socket.set_read_timeout(Some(DEADLINE)).expect("timeout");
+    socket.send_to(b"datagram", server.addr).expect("send");
+    let mut buf = [0; 64];
+    let (n, from) = socket.recv_from(&mut buf).expect("udp echo");
+    assert_eq!((&buf[..n], from), (&b"datagram"[..], server.addr));
+    server.stop_with("TERM");
+}
+
+fn tutorial_client_against_our_server(runtime: &str) {
+    let Some(tutorial) = tutorial_python() else {
+        return;
+    };
+    let server = Server::start("echo-server", runtime, &[]);
+    let port = server.addr.port().to_string();
+    let script = format!("{tutorial}/echo_client.py");
+    let env = [
+        ("SEED_HOST", "127.0.0.1"),
+        ("SEED_PORT", port.as_str()),
+        ("PYTHONIOENCODING", "utf-8"),
+    ];
+    let mut python = Proc::spawn_cmd("python3", &["-u", &script], &env);
+    python.send("hello from the tutorial\n");
+    python.close_stdin();
+    let done = python.finish();
+    assert!(
+        done.status.success(),
+        "echo_client.py: {:?}: {}",
+        done.status,
+        done.stderr
+    );
+    assert!(
+        done.stdout
+            .iter()
+            .any(|l| l.ends_with(": hello from the tutorial")),
+        "echo_client.py printed {:?}",
+        done.stdout
+    );
+    server.stop_with("TERM");
+}
+
+fn chat_clients_talk(runtime: &str) {
+    let server = Server::start("chat-server", runtime, &[]);
+    let addr = server.addr();
+    let mut bob = Proc::spawn(&["chat-client", "--addr", &addr]);
+    bob.wait_for_line("bob's welcome", |l| l.starts_with("* welcome "));
+    let mut alice = Proc::spawn(&["chat-client", "--addr", &addr, "--nick", "alice"]);
+    bob.wait_for_line("alice's rename", |l| {
+        l.starts_with("* ") && l.ends_with(" is now known as alice")
+    });
+    alice.send("hello bob\n");
+    bob.wait_for_line("alice's message", |l| l == "<alice> hello bob");
+    bob.send("hi alice\n");
+    alice.wait_for_line("bob's message", |l| {
+        l.starts_with("<guest") && l.ends_with("> hi alice")
+    });
+    alice.close_stdin();
+    alice.finish().assert_success("alice after stdin ended");
+    bob.wait_for_line("alice leaving", |l| l.starts_with("* alice left"));
+    bob.close_stdin();
+    bob.finish().assert_success("bob after stdin ended");
+    server.stop_with("TERM");
+}
+
+fn chat_client_exits_when_server_stops(runtime: &str) {
+    let server = Server::start("chat-server", runtime, &[]);
+    let client = Proc::spawn(&["chat-client", "--addr", &server.addr()]);
+    client.wait_for_line("the welcome", |l| l.starts_with("* welcome "));
+    server.proc.signal("TERM");
+    client.wait_for_line("the shutdown notice", |l| l == "* server shutting down");
+    // Its stdin is still open: the server closing alone must end it, with 0.
+    client
+        .finish()
+        .assert_success("chat-client after the server stopped");
+    server
+        .proc
+        .finish()
+        .assert_success("chat-server after SIGTERM");
+}
+
+fn chat_server_flags_reach_the_core(runtime: &str) {
+    let server = Server::start(
+        "chat-server",
+        runtime,
+        &["--max-conns", "1", "--max-line", "16"],
+    );
+    let mut first = Proc::spawn(&["chat-client", "--addr", &server.addr()]);
+    first.wait_for_line("the welcome", |l| l.starts_with("* welcome "));
+    first.send(&format!("{}\n", "y".repeat(17)));
+    first.wait_for_line("the line limit", |l| l == "! line too long (max 16 bytes)");
+    let second = Proc::spawn(&["chat-client", "--addr", &server.addr()]);
+    second.wait_for_line("the refusal", |l| l == "! server full");
+    second
+        .finish()
+        .assert_success("chat-client refused by a full server");
+    first.close_stdin();
+    first.finish().assert_success("first chat-client");
+    server.stop_with("TERM");
+}
+
+macro_rules! on_every_runtime {
+    ($($test:ident),* $(,)?) => {
+        #[cfg(feature = "threads")]
+        mod on_threads {
+            $(#[test] fn $test() { super::$test("threads") })*
+        }
+        #[cfg(feature = "tokio")]
+        mod on_tokio {
+            $(#[test] fn $test() { super::$test("tokio") })*
+        }
+        #[cfg(feature = "smol")]
+        mod on_smol {
+            $(#[test] fn $test() { super::$test("smol") })*
+        }
+    };
+}
+
+on_every_runtime!(
+    echo_server_announces_and_stops_on_sigterm,
+    chat_server_announces_and_stops_on_sigterm,
+    servers_stop_on_sigint,
+    bad_flags_fail_with_one_line,
+    address_in_use_fails_with_one_line,
+    once_serves_one_client_then_exits,
+    echo_client_message_mode,
+    echo_client_stdin_mode,
+    echo_client_streams_large_input,
+    echo_client_fails_when_the_server_refuses_it,
+    udp_flag_echoes_datagrams,
+    tutorial_client_against_our_server,
+    chat_clients_talk,
+    chat_client_exits_when_server_stops,
+    chat_server_flags_reach_the_core,
+);
+
+// ---------------------------------------------------------------------------
+// Runtime-independent behaviour.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn clients_report_a_server_that_is_down() {
+    let addr = format!("127.0.0.1:{}", free_port());
+    for args in [
+        &["echo-client", "--addr", &addr, "--message", "anyone?"][..],
+        &["echo-client", "--addr", &addr],
+        &["chat-client", "--addr", &addr],
+    ] {
+        let done = Proc::spawn(args).finish();
+        let line = done.assert_one_line_failure(&args.join(" "));
+        assert_eq!(done.status.code(), Some(1), "{line}");
+        assert!(
+            line.starts_with(&format!("echochat: cannot connect to {addr}: ")),
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn our_client_against_the_tutorial_server() {
+    let Some(tutorial) = tutorial_python() else {
+        return;
+    };
+    let port = free_port().to_string();
+    let script = format!("{tutorial}/echo_server.py");
+    let env = [
+        ("SEED_HOST", "127.0.0.1"),
+        ("SEED_PORT", port.as_str()),
+        ("PYTHONIOENCODING", "utf-8"),
+    ];
+    let python = Proc::spawn_cmd("python3", &["-u", &script], &env);
+    // Its first line says it is listening (printed after listen()).
+    python.next_line("echo_server.py to start listening");
+    let addr = format!("127.0.0.1:{port}");
+    let client = Proc::spawn(&[
+        "echo-client",
+        "--addr",
+        &addr,
+        "--message",
+        "hello, tutorial",
+    ])
+    .finish();
+    client.assert_success("echo-client against echo_server.py");
+    assert_eq!(client.stdout, ["hello, tutorial"]);
+    let done = python.finish();
+    assert!(
+        done.status.success(),
+        "echo_server.py: {:?}: {}",
+        done.status,
+        done.stderr
+    );
+}
+
+#[test]
+fn help_and_version_succeed() {
+    for args in [
+        &["--help"][..],
+        &["--version"],
+        &["echo-server", "--help"],
+        &["chat-client", "--help"],
+    ] {
+        let done = Proc::spawn(args).finish();
+        done.assert_success(&args.join(" "));
+        assert!(!done.stdout.is_empty());
+    }
+}
+
+#[test]
+fn runtimes_not_compiled_in_are_a_clear_error() {
+    for (runtime, compiled) in [
+        ("threads", cfg!(feature = "threads")),
+        ("smol", cfg!(feature = "smol")),
+    ] {
+        if compiled {
+            continue;
+        }
+        let done =
+            Proc::spawn(&["echo-server", "--addr", "127.0.0.1:0", "--runtime", runtime]).finish();
+        let line = done.assert_one_line_failure(runtime);
+        assert!(
+            line.contains(&format!("runtime `{runtime}` is not compiled")),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,100 @@
+//! Property tests of the chat core against the reference model
+//! (`echochat::fuzzing::Model`): random sequences of connects, lines, commands,
+//! partial flushes, time steps, disconnects and shutdowns over several connections.
+//! After every step each connection's bytes and close agree with the model and the
+//! `ChatChecker` invariants hold (no self-delivery, per-sender order, no control
+//! characters, queues within `send_queue`, nothing after a close). A second property
+//! checks that the outputs do not depend on how each connection's bytes are chunked.
+//!
+//! Case counts follow proptest's defaults (256) and `PROPTEST_CASES` for long runs.
+
+use echochat::fuzzing::{run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};
+use proptest::prelude::*;
+
+fn raw() -> impl Strategy<Value = Vec<u8>> {
+    prop_oneof![
+        Just(b"hello world\n".to_vec()),
+        Just(b"\n\r\n".to_vec()),
+        Just(b"/nick\n".to_vec()),
+        Just(b"/msg nobody hi\n".to_vec()),
+        Just(b"/msg guest1\n".to_vec()),
+        Just(b"/me\n".to_vec()),
+        Just(b"/frob x\n".to_vec()),
+        Just(b"/NICK  Bob  \n".to_vec()),
+        Just(b"/join #lobby\n".to_vec()),
+        Just(b"//slash\n".to_vec()),
+        Just(b"bad \xff\xfe utf8\n".to_vec()),
+        Just(b"esc \x1b[31m red \xc2\x9b c1 \x7f del\tTab\n".to_vec()),
+        Just(b"/quit bye \x1b now\n".to_vec()),
+        Just(b"partial line without end".to_vec()),
+        (1usize..200).prop_map(|n| { let mut v = vec![b'x'; n]; v.push(b'\n'); v }),
+        prop::collection::vec(any::<u8>(), 0..40),
+    ]
+}
+
+fn payload() -> impl Strategy<Value = Payload> {
+    prop_oneof![
+        6 => Just(Payload::Say),
+        2 => Just(Payload::Me),
+        2 => any::<u8>().prop_map(Payload::Msg),
+        2 => any::<u8>().prop_map(Payload::Nick),
+        2 => any::<u8>().prop_map(Payload::Join),
+        1 => Just(Payload::Who),
+        1 => Just(Payload::Rooms),
+        1 => Just(Payload::Help),
+        1 => prop::option::of("[a-z \\x1b]{0,8}").prop_map(Payload::Quit),
+        4 => raw().prop_map(Payload::Raw),
+    ]
+}
+
+fn event() -> impl Strategy<Value = ChatEvent> {
+    prop_oneof![
+        3 => Just(ChatEvent::Open),
+        10 => (0u8..8, payload(), any::<u8>()).prop_map(|(conn, payload, split)| ChatEvent::Data { conn, payload, split }),
+        4 => (0u8..8, any::<u16>()).prop_map(|(conn, n)| ChatEvent::Flushed { conn, n }),
+        1 => (0u8..8).prop_map(ChatEvent::PeerClosed),
+        1 => (0u8..8).prop_map(ChatEvent::Reset),
+        2 => (0u16..200).prop_map(ChatEvent::Advance),
+        1 => Just(ChatEvent::Bogus),
+    ]
+}
+
+fn input() -> impl Strategy<Value = ChatInput> {
+    (
+        any::<u8>(),
+        any::<u16>(),
+        prop::option::of(any::<u8>()),
+        prop::option::of(any::<u8>()),
+        prop::collection::vec(event(), 0..60),
+        prop::bool::weighted(0.1),
+    )
+        .prop_map(|(max_line, send_queue, idle_secs, max_conns, mut events, shutdown)| {
+            // Every run starts with two connections so most events hit someone.
+            events.insert(0, ChatEvent::Open);
+            events.insert(0, ChatEvent::Open);
+            if shutdown {
+                events.push(ChatEvent::Shutdown);
+            }
+            ChatInput { max_line, send_queue, idle_secs, max_conns, events }
+        })
+}
+
+proptest! {
+    #[test]
+    fn core_agrees_with_model(input in input()) {
+        run_chat(&input);
+    }
+
+    #[test]
+    fn outputs_do_not_depend_on_chunking(input in input(), sizes in prop::collection::vec(0u8..6, 1..6)) {
+        let whole = run_chat_chunked(&input, &[255]);
+        let bytewise = run_chat_chunked(&input, &[1]);
+        let chunked = run_chat_chunked(&input, &sizes);
+        for id in whole.all_ids() {
+            prop_assert_eq!(whole.received(id), chunked.received(id), "{:?} bytes differ", id);
+            prop_assert_eq!(whole.received(id), bytewise.received(id), "{:?} bytes differ (1-byte reads)", id);
+            prop_assert_eq!(whole.close_reason(id), chunked.close_reason(id));
+            prop_assert_eq!(whole.close_reason(id), bytewise.close_reason(id));
+        }
+    }
+}
