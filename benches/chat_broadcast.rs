@@ -13,7 +13,9 @@ fn drain(server: &mut ChatServer) -> usize {
     let mut transmits = 0;
     while let Some(out) = server.poll_output() {
         if let Output::Transmit { to, bytes } = out {
-            server.handle_flushed(to, bytes.len()).expect("flushed what was queued");
+            server
+                .handle_flushed(to, bytes.len())
+                .expect("flushed what was queued");
             transmits += 1;
         }
     }
@@ -40,7 +42,9 @@ fn chat_broadcast(c: &mut Criterion) {
         group.throughput(Throughput::Elements(members as u64 - 1));
         group.bench_function(BenchmarkId::from_parameter(members), |b| {
             b.iter(|| {
-                server.handle_data(Instant::ZERO, sender, black_box(line)).expect("sender is open");
+                server
+                    .handle_data(Instant::ZERO, sender, black_box(line))
+                    .expect("sender is open");
                 let n = drain(&mut server);
                 debug_assert_eq!(n, members - 1);
                 n

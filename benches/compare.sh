@@ -18,6 +18,7 @@ cd "$(dirname "$0")/.."
 DURATION=${DURATION:-5}
 IDLE_CONNS=${IDLE_CONNS:-10000}
 CHAT_CLIENTS=${CHAT_CLIENTS:-50}
+BIG_QUEUE=${BIG_QUEUE:-16777216}
 TARGET=${CARGO_TARGET_DIR:-target}
 
 cargo build --release --examples --bin echochat >&2
@@ -35,6 +36,7 @@ trap cleanup EXIT
 # start_server NAME CMD... — sets PID and ADDR from its `listening on IP:PORT` line.
 start_server() {
     local name=$1; shift
+    : >"$OUT/$name.out"
     "$@" >"$OUT/$name.out" 2>"$OUT/$name.err" &
     PID=$!
     ADDR=""
@@ -101,9 +103,18 @@ for rt in threads tokio smol; do
     if start_server "chat-$rt" "$BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt"; then
         chat_cases "$rt"; stop_server
     fi
+    # The same flood with a send queue big enough for the whole burst (784 KB per
+    # receiver): throughput without the slow-consumer policy kicking in.
+    if start_server "chat-$rt-bigq" "$BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt" --send-queue "$BIG_QUEUE"; then
+        run_case "$rt" chat_flood_bigq chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
+        stop_server
+    fi
 done
 if start_server ref_tokio_chat "$EX/ref_tokio_chat" --addr 127.0.0.1:0; then
-    chat_cases ref_tokio; stop_server
+    chat_cases ref_tokio
+    # The reference has no send-queue limit: its flood is also its "big queue" flood.
+    run_case ref_tokio chat_flood_bigq chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
+    stop_server
 fi
 
 python3 - "$RESULTS" "$DURATION" "$IDLE_CONNS" "$CHAT_CLIENTS" <<'PY'
@@ -140,6 +151,11 @@ rows = [
     ("chat_flood", "chat flood: p50 µs", lambda r: r["latency"]["p50_us"], "{}", True),
     ("chat_flood", "chat flood: p99 µs", lambda r: r["latency"]["p99_us"], "{}", True),
     ("chat_flood", "chat flood: lost / order violations / errors",
+        lambda r: f'{r["lost"]} / {r["order_violations"]} / {errors(r)}', "{}", False),
+    ("chat_flood_bigq", "chat flood, --send-queue 16 MiB: deliveries/s", lambda r: r["deliveries_per_s"], "{:.0f}", True),
+    ("chat_flood_bigq", "chat flood, 16 MiB queue: p50 µs", lambda r: r["latency"]["p50_us"], "{}", True),
+    ("chat_flood_bigq", "chat flood, 16 MiB queue: p99 µs", lambda r: r["latency"]["p99_us"], "{}", True),
+    ("chat_flood_bigq", "chat flood, 16 MiB queue: lost / order violations / errors",
         lambda r: f'{r["lost"]} / {r["order_violations"]} / {errors(r)}', "{}", False),
     ("chat_paced", f"chat paced {clients} × 20 lines/s: p50 µs", lambda r: r["latency"]["p50_us"], "{}", True),
     ("chat_paced", "chat paced: p99 µs", lambda r: r["latency"]["p99_us"], "{}", True),

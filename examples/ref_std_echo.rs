@@ -10,7 +10,11 @@ use std::net::{TcpListener, TcpStream};
 /// `--addr HOST:PORT` from the command line (default 127.0.0.1:0).
 fn addr_arg() -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--addr").and_then(|i| args.get(i + 1)).cloned().unwrap_or("127.0.0.1:0".into())
+    args.iter()
+        .position(|a| a == "--addr")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or("127.0.0.1:0".into())
 }
 
 fn serve(mut socket: TcpStream) {
@@ -35,7 +39,10 @@ fn main() -> std::io::Result<()> {
         match socket {
             Ok(socket) => {
                 // Small stacks: 64 KiB buffers live on the heap.
-                if let Err(e) = std::thread::Builder::new().stack_size(128 * 1024).spawn(move || serve(socket)) {
+                if let Err(e) = std::thread::Builder::new()
+                    .stack_size(128 * 1024)
+                    .spawn(move || serve(socket))
+                {
                     eprintln!("spawn: {e}");
                 }
             }

@@ -12,7 +12,11 @@ use tokio::net::TcpListener;
 /// `--addr HOST:PORT` from the command line (default 127.0.0.1:0).
 fn addr_arg() -> String {
     let args: Vec<String> = std::env::args().collect();
-    args.iter().position(|a| a == "--addr").and_then(|i| args.get(i + 1)).cloned().unwrap_or("127.0.0.1:0".into())
+    args.iter()
+        .position(|a| a == "--addr")
+        .and_then(|i| args.get(i + 1))
+        .cloned()
+        .unwrap_or("127.0.0.1:0".into())
 }
 
 #[tokio::main]

@@ -54,7 +54,7 @@ for t in $targets; do
     # libFuzzer writes new inputs to the first folder; regressions are read-only seeds.
     "${cargo[@]}" run "${sanitizer[@]}" "$t" "fuzz/corpus/$t" "fuzz/regressions/$t" -- \
         -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
-        -artifact_prefix="fuzz/artifacts/$t/" ${FUZZ_ARGS:-} >"$log" 2>&1
+        ${FUZZ_ARGS:-} >"$log" 2>&1
     rc=$?
     execs=$(sed -n 's/^stat::number_of_executed_units: *\([0-9]*\).*/\1/p' "$log" | tail -1)
     [ -n "$execs" ] || execs=$(sed -n 's/^#\([0-9]*\)[[:space:]]*DONE.*/\1/p' "$log" | tail -1)

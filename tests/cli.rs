@@ -58,6 +58,7 @@ impl Proc {
         );
         let mut child = Command::new(program)
             .args(args)
+            .env_remove("RUST_LOG") // log levels are part of what is tested
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -666,4 +667,32 @@ fn runtimes_not_compiled_in_are_a_clear_error() {
             "{line}"
         );
     }
+}
+
+#[test]
+fn logs_go_to_stderr_and_verbose_raises_the_level() {
+    let server = Server::start("echo-server", "tokio", &["-v"]);
+    server.proc.signal("TERM");
+    let done = server.proc.finish();
+    done.assert_success("echo-server -v");
+    assert!(
+        done.stdout.is_empty(),
+        "stdout after the announcement: {:?}",
+        done.stdout
+    );
+    assert!(
+        done.stderr.contains("INFO"),
+        "no info logs with -v: {:?}",
+        done.stderr
+    );
+
+    let quiet = Server::start("echo-server", "tokio", &[]);
+    quiet.proc.signal("TERM");
+    let done = quiet.proc.finish();
+    done.assert_success("echo-server");
+    assert!(
+        !done.stderr.contains("INFO"),
+        "info logs without -v: {:?}",
+        done.stderr
+    );
 }

@@ -9,7 +9,9 @@ use std::net::{Shutdown as How, TcpStream, UdpSocket};
 use std::thread;
 use std::time::Duration;
 
-use common::{closed_at_once, conformance, conformance_bin, echo_once, read_to_close, Rng, Target, TIMEOUT};
+use common::{
+    closed_at_once, conformance, conformance_bin, echo_once, read_to_close, Rng, Target, TIMEOUT,
+};
 use echochat::echo::EchoServerConfig;
 
 conformance!(
@@ -83,7 +85,8 @@ fn many_concurrent_clients(t: Target) {
     let mut clients: Vec<TcpStream> = (0..CLIENTS).map(|_| server.connect()).collect();
     for round in 0..3 {
         for (i, c) in clients.iter_mut().enumerate() {
-            c.write_all(format!("client {i} round {round}\n").as_bytes()).unwrap();
+            c.write_all(format!("client {i} round {round}\n").as_bytes())
+                .unwrap();
         }
         for (i, c) in clients.iter_mut().enumerate() {
             let want = format!("client {i} round {round}\n");
@@ -108,7 +111,12 @@ fn half_close_flushes_then_closes(t: Target) {
     };
     let back = read_to_close(&mut client);
     writer.join().unwrap();
-    assert!(back == data, "got {} of {} bytes back", back.len(), data.len());
+    assert!(
+        back == data,
+        "got {} of {} bytes back",
+        back.len(),
+        data.len()
+    );
 }
 
 /// A client with tiny socket buffers that writes without ever reading.
@@ -120,7 +128,9 @@ fn hog(t: &common::Server) -> TcpStream {
     socket.connect(&t.addr.into()).unwrap();
     let stream: TcpStream = socket.into();
     // A write that makes no progress for this long means the server stopped reading.
-    stream.set_write_timeout(Some(Duration::from_millis(500))).unwrap();
+    stream
+        .set_write_timeout(Some(Duration::from_millis(500)))
+        .unwrap();
     stream
 }
 
@@ -131,7 +141,12 @@ fn write_until_stalled(stream: &mut TcpStream, limit: usize) -> (usize, bool) {
     while total < limit {
         match stream.write(&chunk) {
             Ok(n) => total += n,
-            Err(e) if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
                 return (total, true);
             }
             Err(e) => panic!("hog write failed after {total} bytes: {e}"),
@@ -147,9 +162,17 @@ fn write_until_stalled(stream: &mut TcpStream, limit: usize) -> (usize, bool) {
 /// this is the most a black-box client can tell about it.
 fn kernel_buffer_bound() -> usize {
     let max_of = |path: &str| -> Option<usize> {
-        std::fs::read_to_string(path).ok()?.split_whitespace().nth(2)?.parse().ok()
+        std::fs::read_to_string(path)
+            .ok()?
+            .split_whitespace()
+            .nth(2)?
+            .parse()
+            .ok()
     };
-    match (max_of("/proc/sys/net/ipv4/tcp_rmem"), max_of("/proc/sys/net/ipv4/tcp_wmem")) {
+    match (
+        max_of("/proc/sys/net/ipv4/tcp_rmem"),
+        max_of("/proc/sys/net/ipv4/tcp_wmem"),
+    ) {
         (Some(r), Some(w)) => r + w + (1 << 20),
         _ => 48 << 20,
     }
@@ -172,9 +195,18 @@ fn reader_that_never_reads_is_bounded(t: Target) {
         assert_eq!(echo_once(&mut other, msg.as_bytes()), msg.as_bytes());
     }
     let ((accepted, stalled), hog) = writer.join().unwrap();
-    eprintln!("{:?}: {accepted} bytes accepted from a client that never reads (bound {bound})", t.transport);
-    assert!(stalled, "the server read all {limit} bytes from a client that never reads");
-    assert!(accepted <= bound, "the server took {accepted} bytes: more than the kernel can buffer ({bound})");
+    eprintln!(
+        "{:?}: {accepted} bytes accepted from a client that never reads (bound {bound})",
+        t.transport
+    );
+    assert!(
+        stalled,
+        "the server read all {limit} bytes from a client that never reads"
+    );
+    assert!(
+        accepted <= bound,
+        "the server took {accepted} bytes: more than the kernel can buffer ({bound})"
+    );
     for i in 0..20 {
         let msg = format!("after the stall {i}\n");
         assert_eq!(echo_once(&mut other, msg.as_bytes()), msg.as_bytes());
@@ -208,7 +240,10 @@ fn once_serves_one_client(t: Target) {
     let mut server = t.echo(cfg);
     let mut client = server.connect();
     assert_eq!(echo_once(&mut client, b"only once\n"), b"only once\n");
-    assert!(server.wait_exit(Duration::from_millis(1)).is_none(), "returned while its client was connected");
+    assert!(
+        server.wait_exit(Duration::from_millis(1)).is_none(),
+        "returned while its client was connected"
+    );
     client.shutdown(How::Write).unwrap();
     assert!(read_to_close(&mut client).is_empty());
     match server.wait_exit(TIMEOUT) {
@@ -228,7 +263,10 @@ fn udp_datagrams(t: Target) {
         udp.send_to(&datagram, server.addr).unwrap();
         let (n, from) = udp.recv_from(&mut buf).expect("echoed datagram");
         assert_eq!(from, server.addr);
-        assert!(buf[..n] == datagram[..], "datagram of {len} bytes came back as {n} bytes");
+        assert!(
+            buf[..n] == datagram[..],
+            "datagram of {len} bytes came back as {n} bytes"
+        );
     }
     // TCP still works alongside.
     let mut tcp = server.connect();
@@ -249,5 +287,8 @@ fn shutdown_with_clients_connected(t: Target) {
     server.stop().expect("server failed");
     assert!(read_to_close(&mut idle).is_empty());
     let rest = read_to_close(&mut busy);
-    assert!(b"pending at shutdown".starts_with(&rest), "unexpected bytes {rest:?}");
+    assert!(
+        b"pending at shutdown".starts_with(&rest),
+        "unexpected bytes {rest:?}"
+    );
 }

@@ -9,7 +9,9 @@ fn replay_target(target: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz");
     let mut files = Vec::new();
     for dir in ["corpus", "regressions"] {
-        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else { continue };
+        let Ok(entries) = std::fs::read_dir(root.join(dir).join(target)) else {
+            continue;
+        };
         for e in entries {
             let path = e.expect("read fuzz dir").path();
             if path.is_file() {
@@ -18,11 +20,16 @@ fn replay_target(target: &str) {
         }
     }
     files.sort();
-    assert!(!files.is_empty() || target == "none", "no inputs for {target}");
+    assert!(
+        !files.is_empty() || target == "none",
+        "no inputs for {target}"
+    );
     let mut failures = Vec::new();
     for path in &files {
         let data = std::fs::read(path).expect("read fuzz input");
-        let r = catch_unwind(AssertUnwindSafe(|| assert!(echochat::fuzzing::replay(target, &data))));
+        let r = catch_unwind(AssertUnwindSafe(|| {
+            assert!(echochat::fuzzing::replay(target, &data))
+        }));
         if r.is_err() {
             failures.push(path.display().to_string());
         }
@@ -59,5 +66,8 @@ fn chat_inputs() {
 
 #[test]
 fn every_target_has_a_test_here() {
-    assert_eq!(echochat::fuzzing::TARGETS, ["framer", "command", "echo", "chat"]);
+    assert_eq!(
+        echochat::fuzzing::TARGETS,
+        ["framer", "command", "echo", "chat"]
+    );
 }

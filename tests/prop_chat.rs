@@ -27,7 +27,11 @@ fn raw() -> impl Strategy<Value = Vec<u8>> {
         Just(b"esc \x1b[31m red \xc2\x9b c1 \x7f del\tTab\n".to_vec()),
         Just(b"/quit bye \x1b now\n".to_vec()),
         Just(b"partial line without end".to_vec()),
-        (1usize..200).prop_map(|n| { let mut v = vec![b'x'; n]; v.push(b'\n'); v }),
+        (1usize..200).prop_map(|n| {
+            let mut v = vec![b'x'; n];
+            v.push(b'\n');
+            v
+        }),
         prop::collection::vec(any::<u8>(), 0..40),
     ]
 }
@@ -68,15 +72,23 @@ fn input() -> impl Strategy<Value = ChatInput> {
         prop::collection::vec(event(), 0..60),
         prop::bool::weighted(0.1),
     )
-        .prop_map(|(max_line, send_queue, idle_secs, max_conns, mut events, shutdown)| {
-            // Every run starts with two connections so most events hit someone.
-            events.insert(0, ChatEvent::Open);
-            events.insert(0, ChatEvent::Open);
-            if shutdown {
-                events.push(ChatEvent::Shutdown);
-            }
-            ChatInput { max_line, send_queue, idle_secs, max_conns, events }
-        })
+        .prop_map(
+            |(max_line, send_queue, idle_secs, max_conns, mut events, shutdown)| {
+                // Every run starts with two connections so most events hit someone.
+                events.insert(0, ChatEvent::Open);
+                events.insert(0, ChatEvent::Open);
+                if shutdown {
+                    events.push(ChatEvent::Shutdown);
+                }
+                ChatInput {
+                    max_line,
+                    send_queue,
+                    idle_secs,
+                    max_conns,
+                    events,
+                }
+            },
+        )
 }
 
 proptest! {

@@ -8,7 +8,10 @@ use proptest::prelude::*;
 
 /// Bytes rich in `\n`, `\r` and repeats, so lines of every length show up.
 fn stream() -> impl Strategy<Value = Vec<u8>> {
-    prop::collection::vec(prop_oneof![4 => Just(b'\n'), 2 => Just(b'\r'), 10 => b'a'..=b'e', 1 => any::<u8>()], 0..300)
+    prop::collection::vec(
+        prop_oneof![4 => Just(b'\n'), 2 => Just(b'\r'), 10 => b'a'..=b'e', 1 => any::<u8>()],
+        0..300,
+    )
 }
 
 proptest! {

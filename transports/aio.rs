@@ -13,12 +13,14 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 use bytes::Bytes;
-use flume::{Receiver, Sender};
+use flume::Sender;
 
 use crate::admission::Admission;
 use crate::chat::{ChatConfig, ConnId};
 use crate::echo::{EchoConfig, EchoConn, EchoServerConfig};
-use crate::hub::{grow_read_buf, Event, Hub, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES};
+use crate::hub::{
+    grow_read_buf, Event, Hub, NewConn, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES,
+};
 use crate::live::{race, Tracker};
 use crate::net::{core_bug, AcceptBackoff, Listener, ServeError, Shutdown, Sock};
 
@@ -37,17 +39,32 @@ pub(crate) trait Runtime: 'static {
     /// Accepts one connection and sets `TCP_NODELAY` on it.
     fn accept(listener: &Self::Listener) -> impl Future<Output = io::Result<Self::Stream>> + Send;
     /// Reads into `buf` (0: end of stream).
-    fn read(stream: &Self::Stream, buf: &mut [u8]) -> impl Future<Output = io::Result<usize>> + Send;
+    fn read(
+        stream: &Self::Stream,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// One vectored write; returns how much was written.
-    fn write_vectored(stream: &Self::Stream, bufs: &[IoSlice<'_>]) -> impl Future<Output = io::Result<usize>> + Send;
+    fn write_vectored(
+        stream: &Self::Stream,
+        bufs: &[IoSlice<'_>],
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// Receives one datagram.
-    fn recv_from(udp: &Self::Udp, buf: &mut [u8]) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
+    fn recv_from(
+        udp: &Self::Udp,
+        buf: &mut [u8],
+    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send;
     /// Sends one datagram.
-    fn send_to(udp: &Self::Udp, buf: &[u8], to: SocketAddr) -> impl Future<Output = io::Result<usize>> + Send;
+    fn send_to(
+        udp: &Self::Udp,
+        buf: &[u8],
+        to: SocketAddr,
+    ) -> impl Future<Output = io::Result<usize>> + Send;
     /// Runs `task` in the background (detached).
     fn spawn(task: impl Future<Output = ()> + Send + 'static);
     /// Resolves at `deadline`.
     fn sleep_until(deadline: StdInstant) -> impl Future<Output = ()> + Send;
+    /// Lets other tasks run.
+    fn yield_now() -> impl Future<Output = ()> + Send;
 }
 
 /// Resolves to `Some(fut's output)`, or `None` once `shutdown` is triggered.
@@ -175,11 +192,22 @@ pub(crate) async fn run_chat<R: Runtime>(
         });
     }
     let mut hub = Hub::new(config);
-    let mut spawn = |id: ConnId, sock: Arc<R::Stream>, queue: Receiver<Bytes>| {
-        R::spawn(chat_reader::<R>(id, Arc::clone(&sock), events.clone()));
-        R::spawn(chat_writer::<R>(id, sock, queue, events.clone()));
+    let mut spawn = |conn: NewConn<R::Stream>| {
+        R::spawn(chat_reader::<R>(
+            conn.id,
+            Arc::clone(&conn.sock),
+            events.clone(),
+        ));
+        R::spawn(chat_writer::<R>(conn, events.clone()));
     };
+    let mut handled = 0u32;
     while !hub.finished() {
+        handled = handled.wrapping_add(1);
+        if handled % 32 == 0 {
+            // `recv_async` does not yield while events are queued: let the readers
+            // and writers run even on a single-threaded executor.
+            R::yield_now().await;
+        }
         let event = match hub.deadline() {
             Some(deadline) => {
                 race(async { Some(inbox.recv_async().await) }, async {
@@ -200,7 +228,11 @@ pub(crate) async fn run_chat<R: Runtime>(
     Ok(())
 }
 
-async fn accept_chat<R: Runtime>(tcp: &R::Listener, events: &Sender<Event<R::Stream>>, shutdown: &Shutdown) {
+async fn accept_chat<R: Runtime>(
+    tcp: &R::Listener,
+    events: &Sender<Event<R::Stream>>,
+    shutdown: &Shutdown,
+) {
     let mut backoff = AcceptBackoff::default();
     while let Some(accepted) = unless(shutdown, R::accept(tcp)).await {
         match accepted {
@@ -220,7 +252,11 @@ async fn accept_chat<R: Runtime>(tcp: &R::Listener, events: &Sender<Event<R::Str
     let _ = events.send_async(Event::Shutdown).await;
 }
 
-async fn chat_reader<R: Runtime>(id: ConnId, sock: Arc<R::Stream>, events: Sender<Event<R::Stream>>) {
+async fn chat_reader<R: Runtime>(
+    id: ConnId,
+    sock: Arc<R::Stream>,
+    events: Sender<Event<R::Stream>>,
+) {
     let mut buf = vec![0u8; FIRST_READ_BUF];
     loop {
         let event = match R::read(&sock, &mut buf).await {
@@ -239,12 +275,13 @@ async fn chat_reader<R: Runtime>(id: ConnId, sock: Arc<R::Stream>, events: Sende
     }
 }
 
-async fn chat_writer<R: Runtime>(
-    id: ConnId,
-    sock: Arc<R::Stream>,
-    queue: Receiver<Bytes>,
-    events: Sender<Event<R::Stream>>,
-) {
+async fn chat_writer<R: Runtime>(conn: NewConn<R::Stream>, events: Sender<Event<R::Stream>>) {
+    let NewConn {
+        id,
+        sock,
+        queue,
+        flushed,
+    } = conn;
     let mut batch = WriteBatch::new();
     let failed = loop {
         if batch.is_empty() {
@@ -266,7 +303,7 @@ async fn chat_writer<R: Runtime>(
             Ok(0) | Err(_) => break true,
             Ok(n) => {
                 batch.advance(n);
-                if events.send_async(Event::Flushed(id, n)).await.is_err() {
+                if flushed.send((id, n)).is_err() {
                     break false;
                 }
             }

@@ -4,7 +4,13 @@
 //!
 //! A transport supplies only how to wait for the next event with a deadline
 //! ([`Hub::deadline`], then [`Hub::handle`] or [`Hub::on_deadline`]) and how to
-//! spawn a connection's reader and writer. The hub executes the core's outputs:
+//! spawn a connection's reader and writer ([`NewConn`]).
+//!
+//! Writers report bytes written on a separate unbounded channel that the hub
+//! drains before every event: behind a flood of `Data` events in the bounded
+//! channel, late flush reports would make fast readers look slow to the core's
+//! send-queue accounting (and get them dropped). That channel holds at most one
+//! report per write syscall of data the hub itself queued. The hub executes the core's outputs:
 //! a [`Output::Transmit`] goes into the connection's unbounded writer queue (the
 //! core bounds it in bytes and drops slow readers), so the owner never waits on a
 //! socket; a [`Output::Close`] drops that queue (the writer drains it, then shuts
@@ -28,7 +34,7 @@ use crate::net::{Sock, SHUTDOWN_GRACE};
 use crate::Instant;
 
 /// Capacity of the owner's event channel (readers block when it is full).
-pub(crate) const EVENT_QUEUE: usize = 1024;
+pub(crate) const EVENT_QUEUE: usize = 256;
 /// Most bytes a reader reads (and reports) at once.
 pub(crate) const READ_CHUNK: usize = 16 * 1024;
 /// A reader's first buffer: idle clients stay cheap; see [`grow_read_buf`].
@@ -53,12 +59,22 @@ pub(crate) enum Event<S> {
     Eof(ConnId),
     /// A reader failed.
     ReadError(ConnId),
-    /// A writer wrote this many more bytes.
-    Flushed(ConnId, usize),
     /// A writer ended (`true`: because a write failed) and shut its socket down.
     WriterDone(ConnId, bool),
     /// The server must stop (sent by the acceptor once it stopped accepting).
     Shutdown,
+}
+
+/// What a transport needs to start a new connection's reader and writer.
+pub(crate) struct NewConn<S> {
+    /// The connection.
+    pub(crate) id: ConnId,
+    /// Its socket (the hub keeps a clone to shut it down).
+    pub(crate) sock: Arc<S>,
+    /// The writer's queue: write everything, report, end when it disconnects.
+    pub(crate) queue: flume::Receiver<Bytes>,
+    /// Where the writer reports `(id, bytes written)` after every write.
+    pub(crate) flushed: flume::Sender<(ConnId, usize)>,
 }
 
 struct Conn<S> {
@@ -76,11 +92,16 @@ pub(crate) struct Hub<S> {
     closing: HashMap<ConnId, Arc<S>>,
     grace: Option<StdInstant>,
     done: bool,
+    flushed_tx: flume::Sender<(ConnId, usize)>,
+    flushed_rx: flume::Receiver<(ConnId, usize)>,
 }
 
 impl<S: Sock> Hub<S> {
     pub(crate) fn new(config: ChatConfig) -> Self {
+        let (flushed_tx, flushed_rx) = flume::unbounded();
         Hub {
+            flushed_tx,
+            flushed_rx,
             core: ChatServer::new(config),
             origin: StdInstant::now(),
             open: HashMap::new(),
@@ -96,7 +117,10 @@ impl<S: Sock> Hub<S> {
 
     /// When [`on_deadline`](Self::on_deadline) is due, if ever.
     pub(crate) fn deadline(&self) -> Option<StdInstant> {
-        let core = self.core.poll_timeout().map(|t| self.origin + t.since_origin());
+        let core = self
+            .core
+            .poll_timeout()
+            .map(|t| self.origin + t.since_origin());
         match (core, self.grace) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
@@ -108,9 +132,16 @@ impl<S: Sock> Hub<S> {
         self.done || (self.grace.is_some() && self.open.is_empty() && self.closing.is_empty())
     }
 
-    /// Handles one event. `spawn(id, socket, queue)` must start the connection's
-    /// reader and writer (the writer takes `Bytes` from `queue`).
-    pub(crate) fn handle(&mut self, event: Event<S>, spawn: &mut impl FnMut(ConnId, Arc<S>, flume::Receiver<Bytes>)) {
+    /// Applies the writers' flush reports.
+    fn drain_flushed(&mut self) {
+        while let Ok((id, n)) = self.flushed_rx.try_recv() {
+            check(self.core.handle_flushed(id, n));
+        }
+    }
+
+    /// Handles one event. `spawn` must start the new connection's reader and writer.
+    pub(crate) fn handle(&mut self, event: Event<S>, spawn: &mut impl FnMut(NewConn<S>)) {
+        self.drain_flushed();
         let now = self.now();
         let result = match event {
             Event::Accepted(sock) => {
@@ -121,14 +152,25 @@ impl<S: Sock> Hub<S> {
                 }
                 let id = self.core.handle_open(now);
                 let (writes, queue) = flume::unbounded();
-                spawn(id, Arc::clone(&sock), queue);
-                self.open.insert(id, Conn { writes, sock, writer_done: false });
+                spawn(NewConn {
+                    id,
+                    sock: Arc::clone(&sock),
+                    queue,
+                    flushed: self.flushed_tx.clone(),
+                });
+                self.open.insert(
+                    id,
+                    Conn {
+                        writes,
+                        sock,
+                        writer_done: false,
+                    },
+                );
                 Ok(())
             }
             Event::Data(id, bytes) => self.core.handle_data(now, id, &bytes),
             Event::Eof(id) => self.core.handle_peer_closed(now, id),
             Event::ReadError(id) => self.core.handle_reset(now, id),
-            Event::Flushed(id, n) => self.core.handle_flushed(id, n),
             Event::WriterDone(id, failed) => {
                 self.closing.remove(&id);
                 match self.open.get_mut(&id) {
@@ -151,11 +193,7 @@ impl<S: Sock> Hub<S> {
                 Ok(())
             }
         };
-        match result {
-            // Late news about a connection the core already closed: expected, ignored.
-            Ok(()) | Err(ChatError::UnknownConn(_)) => {}
-            Err(e) => log::error!("chat transport bug: {e}"),
-        }
+        check(result);
         self.execute();
     }
 
@@ -171,6 +209,7 @@ impl<S: Sock> Hub<S> {
             self.done = true;
             return;
         }
+        self.drain_flushed();
         let now = self.now();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
@@ -189,7 +228,9 @@ impl<S: Sock> Hub<S> {
                     }
                 }
                 Output::Close { id, reason } => {
-                    let Some(conn) = self.open.remove(&id) else { continue };
+                    let Some(conn) = self.open.remove(&id) else {
+                        continue;
+                    };
                     if !reason.flush() {
                         let _ = conn.sock.shutdown(How::Both);
                     }
@@ -204,6 +245,14 @@ impl<S: Sock> Hub<S> {
     }
 }
 
+fn check(result: Result<(), ChatError>) {
+    match result {
+        // Late news about a connection the core already closed: expected, ignored.
+        Ok(()) | Err(ChatError::UnknownConn(_)) => {}
+        Err(e) => log::error!("chat transport bug: {e}"),
+    }
+}
+
 /// A writer's pending `Bytes`, written with one vectored write at a time.
 pub(crate) struct WriteBatch {
     queue: VecDeque<Bytes>,
@@ -211,7 +260,9 @@ pub(crate) struct WriteBatch {
 
 impl WriteBatch {
     pub(crate) fn new() -> Self {
-        WriteBatch { queue: VecDeque::with_capacity(MAX_IOSLICES) }
+        WriteBatch {
+            queue: VecDeque::with_capacity(MAX_IOSLICES),
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -247,7 +298,9 @@ impl WriteBatch {
     /// `n` bytes were written.
     pub(crate) fn advance(&mut self, mut n: usize) {
         while n > 0 {
-            let Some(front) = self.queue.front_mut() else { return };
+            let Some(front) = self.queue.front_mut() else {
+                return;
+            };
             if n >= front.len() {
                 n -= front.len();
                 self.queue.pop_front();

@@ -50,7 +50,13 @@ impl<S: Sock> Drop for Tracked<S> {
 
 impl<S: Sock> Tracker<S> {
     pub(crate) fn new() -> Arc<Self> {
-        Arc::new(Tracker { state: Mutex::new(State { next: 0, conns: HashMap::new() }), changed: Event::new() })
+        Arc::new(Tracker {
+            state: Mutex::new(State {
+                next: 0,
+                conns: HashMap::new(),
+            }),
+            changed: Event::new(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, State<S>> {
@@ -63,7 +69,10 @@ impl<S: Sock> Tracker<S> {
         let id = state.next;
         state.next += 1;
         state.conns.insert(id, sock);
-        Tracked { tracker: Arc::clone(self), id }
+        Tracked {
+            tracker: Arc::clone(self),
+            id,
+        }
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -135,10 +144,24 @@ impl<S: Sock> Tracker<S> {
 
     #[cfg(any(feature = "tokio", feature = "smol"))]
     /// The async shutdown sequence, with the runtime's `sleep_until`.
-    pub(crate) async fn drain<F: std::future::Future<Output = ()>>(&self, sleep_until: impl Fn(Instant) -> F) {
+    pub(crate) async fn drain<F: std::future::Future<Output = ()>>(
+        &self,
+        sleep_until: impl Fn(Instant) -> F,
+    ) {
         self.shutdown_all(How::Read);
         let grace = sleep_until(Instant::now() + SHUTDOWN_GRACE);
-        if race(async { self.wait_empty().await; true }, async { grace.await; false }).await {
+        if race(
+            async {
+                self.wait_empty().await;
+                true
+            },
+            async {
+                grace.await;
+                false
+            },
+        )
+        .await
+        {
             return;
         }
         self.shutdown_all(How::Both);
@@ -150,7 +173,10 @@ impl<S: Sock> Tracker<S> {
 #[cfg(any(feature = "tokio", feature = "smol"))]
 /// Polls both futures; the first to finish wins (`a` first when both are ready).
 /// A tiny dependency-free `select` for the async transports.
-pub(crate) async fn race<T>(a: impl std::future::Future<Output = T>, b: impl std::future::Future<Output = T>) -> T {
+pub(crate) async fn race<T>(
+    a: impl std::future::Future<Output = T>,
+    b: impl std::future::Future<Output = T>,
+) -> T {
     let mut a = std::pin::pin!(a);
     let mut b = std::pin::pin!(b);
     std::future::poll_fn(move |cx| {

@@ -63,7 +63,10 @@ impl Listener {
     /// The error names the address and the reason, e.g.
     /// `cannot bind 127.0.0.1:12345: Address already in use (os error 98)`.
     pub fn bind(addr: &str, udp: bool) -> Result<Listener, ServeError> {
-        let fail = |source| ServeError::Bind { addr: addr.to_string(), source };
+        let fail = |source| ServeError::Bind {
+            addr: addr.to_string(),
+            source,
+        };
         let mut last = None;
         for candidate in addr.to_socket_addrs().map_err(fail)? {
             match bind_one(candidate, udp) {
@@ -72,7 +75,10 @@ impl Listener {
             }
         }
         Err(fail(last.unwrap_or_else(|| {
-            io::Error::new(io::ErrorKind::InvalidInput, "the address resolved to nothing")
+            io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the address resolved to nothing",
+            )
         })))
     }
 
@@ -128,7 +134,9 @@ pub struct Shutdown {
 
 impl std::fmt::Debug for Shutdown {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Shutdown").field("triggered", &self.is_triggered()).finish()
+        f.debug_struct("Shutdown")
+            .field("triggered", &self.is_triggered())
+            .finish()
     }
 }
 
@@ -206,11 +214,17 @@ impl Shutdown {
         let id = hooks.next;
         hooks.next += 1;
         hooks.list.push((id, Box::new(hook)));
-        HookGuard { inner: Some(Arc::clone(&self.inner)), id }
+        HookGuard {
+            inner: Some(Arc::clone(&self.inner)),
+            id,
+        }
     }
 
     fn lock_hooks(&self) -> std::sync::MutexGuard<'_, Hooks> {
-        self.inner.hooks.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .hooks
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -267,7 +281,10 @@ impl AcceptBackoff {
     /// An accept failed: how long to wait before the next one (`None`: at once).
     pub(crate) fn failure(&mut self, error: &io::Error) -> Option<Duration> {
         use io::ErrorKind::*;
-        if matches!(error.kind(), ConnectionAborted | ConnectionReset | Interrupted | WouldBlock) {
+        if matches!(
+            error.kind(),
+            ConnectionAborted | ConnectionReset | Interrupted | WouldBlock
+        ) {
             return None;
         }
         let delay = self.delay.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
@@ -339,8 +356,13 @@ mod tests {
     fn backoff_doubles_to_one_second_and_resets() {
         let mut b = AcceptBackoff::default();
         let emfile = io::Error::other("too many open files");
-        assert_eq!(b.failure(&io::Error::from(io::ErrorKind::ConnectionAborted)), None);
-        let delays: Vec<_> = (0..9).map(|_| b.failure(&emfile).unwrap().as_millis()).collect();
+        assert_eq!(
+            b.failure(&io::Error::from(io::ErrorKind::ConnectionAborted)),
+            None
+        );
+        let delays: Vec<_> = (0..9)
+            .map(|_| b.failure(&emfile).unwrap().as_millis())
+            .collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         b.success();
         assert_eq!(b.failure(&emfile), Some(Duration::from_millis(10)));

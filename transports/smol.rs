@@ -29,13 +29,21 @@ use crate::net::{Listener, ServeError, Shutdown, Sock};
 
 /// Serves the echo service on `listener` until `shutdown` is triggered (or, with
 /// `config.once`, until the first client is served).
-pub async fn run_echo(listener: Listener, config: EchoServerConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run_echo(
+    listener: Listener,
+    config: EchoServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     aio::run_echo::<Smol>(listener, config, shutdown).await
 }
 
 /// Serves the chat service on `listener` until `shutdown` is triggered: the calling
 /// task owns the chat core.
-pub async fn run_chat(listener: Listener, config: ChatConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run_chat(
+    listener: Listener,
+    config: ChatConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     aio::run_chat::<Smol>(listener, config, shutdown).await
 }
 
@@ -85,6 +93,10 @@ impl Runtime for Smol {
 
     fn spawn(task: impl Future<Output = ()> + Send + 'static) {
         smol::spawn(task).detach();
+    }
+
+    async fn yield_now() {
+        smol::future::yield_now().await;
     }
 
     async fn sleep_until(deadline: Instant) {

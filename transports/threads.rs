@@ -25,18 +25,24 @@ use std::sync::Arc;
 use std::thread;
 
 use bytes::Bytes;
-use flume::{Receiver, RecvTimeoutError, Sender};
+use flume::{RecvTimeoutError, Sender};
 
 use crate::admission::Admission;
 use crate::chat::{ChatConfig, ConnId};
 use crate::echo::{EchoConfig, EchoConn, EchoServerConfig};
-use crate::hub::{grow_read_buf, Event, Hub, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES};
+use crate::hub::{
+    grow_read_buf, Event, Hub, NewConn, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES,
+};
 use crate::live::Tracker;
 use crate::net::{core_bug, AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
 
 /// Serves the echo service on `listener` until `shutdown` is triggered (or, with
 /// `config.once`, until the first client is served). Blocks the calling thread.
-pub fn run_echo(listener: Listener, config: EchoServerConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub fn run_echo(
+    listener: Listener,
+    config: EchoServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     let Listener { tcp, udp } = listener;
     let tcp = Arc::new(tcp);
     // Stops the UDP thread when this function returns, whatever the reason.
@@ -75,15 +81,17 @@ pub fn run_echo(listener: Listener, config: EchoServerConfig, shutdown: Shutdown
         let stream = Arc::new(stream);
         let tracked = tracker.insert(Arc::clone(&stream));
         let conn_config = config.conn;
-        let spawned = thread::Builder::new().name("echo-conn".into()).spawn(move || {
-            if let Err(e) = echo_conn(&stream, conn_config) {
-                log::debug!("echo connection ended: {e}");
-            }
-            // Free the slot before the client can see the close.
-            drop(permit);
-            drop(tracked);
-            let _ = stream.shutdown(How::Both);
-        });
+        let spawned = thread::Builder::new()
+            .name("echo-conn".into())
+            .spawn(move || {
+                if let Err(e) = echo_conn(&stream, conn_config) {
+                    log::debug!("echo connection ended: {e}");
+                }
+                // Free the slot before the client can see the close.
+                drop(permit);
+                drop(tracked);
+                let _ = stream.shutdown(How::Both);
+            });
         if let Err(e) = spawned {
             log::warn!("cannot start a connection thread: {e}");
         }
@@ -136,21 +144,23 @@ fn spawn_udp_echo(udp: UdpSocket, stop: &Shutdown) -> io::Result<thread::JoinHan
         stop.on_trigger(move || wake_udp(&udp))
     };
     let stop = stop.clone();
-    thread::Builder::new().name("echo-udp".into()).spawn(move || {
-        let _guard = guard;
-        let mut buf = vec![0u8; 64 * 1024];
-        while !stop.is_triggered() {
-            match udp.recv_from(&mut buf) {
-                Ok((n, from)) if !stop.is_triggered() => {
-                    if let Err(e) = udp.send_to(&buf[..n], from) {
-                        log::debug!("udp echo to {from} failed: {e}");
+    thread::Builder::new()
+        .name("echo-udp".into())
+        .spawn(move || {
+            let _guard = guard;
+            let mut buf = vec![0u8; 64 * 1024];
+            while !stop.is_triggered() {
+                match udp.recv_from(&mut buf) {
+                    Ok((n, from)) if !stop.is_triggered() => {
+                        if let Err(e) = udp.send_to(&buf[..n], from) {
+                            log::debug!("udp echo to {from} failed: {e}");
+                        }
                     }
+                    Ok(_) => break,
+                    Err(e) => log::debug!("udp receive failed: {e}"),
                 }
-                Ok(_) => break,
-                Err(e) => log::debug!("udp receive failed: {e}"),
             }
-        }
-    })
+        })
 }
 
 /// Wakes a thread blocked in `recv_from`: shutdown(2) does on Linux, a datagram to
@@ -187,23 +197,33 @@ fn wake_accept_on(shutdown: &Shutdown, tcp: &Arc<TcpListener>) -> HookGuard {
 
 /// Serves the chat service on `listener` until `shutdown` is triggered. Blocks the
 /// calling thread, which owns the chat core.
-pub fn run_chat(listener: Listener, config: ChatConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub fn run_chat(
+    listener: Listener,
+    config: ChatConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     let tcp = Arc::new(listener.tcp);
     let _wake_accept = wake_accept_on(&shutdown, &tcp);
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
     let acceptor = {
         let events = events.clone();
         let shutdown = shutdown.clone();
-        thread::Builder::new().name("chat-accept".into()).spawn(move || accept_chat(&tcp, &events, &shutdown))?
+        thread::Builder::new()
+            .name("chat-accept".into())
+            .spawn(move || accept_chat(&tcp, &events, &shutdown))?
     };
     let mut hub = Hub::new(config);
-    let mut spawn = |id: ConnId, sock: Arc<TcpStream>, queue: Receiver<Bytes>| {
+    let mut spawn = |conn: NewConn<TcpStream>| {
         let reader = {
-            let (sock, events) = (Arc::clone(&sock), events.clone());
-            thread::Builder::new().name("chat-read".into()).spawn(move || chat_reader(id, &sock, &events))
+            let (id, sock, events) = (conn.id, Arc::clone(&conn.sock), events.clone());
+            thread::Builder::new()
+                .name("chat-read".into())
+                .spawn(move || chat_reader(id, &sock, &events))
         };
         let events = events.clone();
-        let writer = thread::Builder::new().name("chat-write".into()).spawn(move || chat_writer(id, &sock, &queue, &events));
+        let writer = thread::Builder::new()
+            .name("chat-write".into())
+            .spawn(move || chat_writer(conn, &events));
         if let Err(e) = reader.and(writer) {
             // The connection is shut down by whichever thread did start, or never served.
             log::warn!("cannot start a connection thread: {e}");
@@ -236,6 +256,9 @@ fn accept_chat(tcp: &TcpListener, events: &Sender<Event<TcpStream>>, shutdown: &
                 }
             }
             Err(e) => {
+                if shutdown.is_triggered() {
+                    break;
+                }
                 if let Some(delay) = backoff.failure(&e) {
                     shutdown.wait_timeout(delay);
                 }
@@ -265,7 +288,13 @@ fn chat_reader(id: ConnId, sock: &TcpStream, events: &Sender<Event<TcpStream>>) 
     }
 }
 
-fn chat_writer(id: ConnId, sock: &TcpStream, queue: &Receiver<Bytes>, events: &Sender<Event<TcpStream>>) {
+fn chat_writer(conn: NewConn<TcpStream>, events: &Sender<Event<TcpStream>>) {
+    let NewConn {
+        id,
+        sock,
+        queue,
+        flushed,
+    } = conn;
     let mut batch = WriteBatch::new();
     let failed = loop {
         if batch.is_empty() {
@@ -274,7 +303,7 @@ fn chat_writer(id: ConnId, sock: &TcpStream, queue: &Receiver<Bytes>, events: &S
                 Err(_) => break false, // closed by the core: everything was written
             }
         }
-        batch.fill(queue);
+        batch.fill(&queue);
         if batch.is_empty() {
             continue;
         }
@@ -284,7 +313,7 @@ fn chat_writer(id: ConnId, sock: &TcpStream, queue: &Receiver<Bytes>, events: &S
             Ok(0) => break true,
             Ok(n) => {
                 batch.advance(n);
-                if events.send(Event::Flushed(id, n)).is_err() {
+                if flushed.send((id, n)).is_err() {
                     break false;
                 }
             }

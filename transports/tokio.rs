@@ -28,13 +28,21 @@ use crate::net::{Listener, ServeError, Shutdown, Sock};
 
 /// Serves the echo service on `listener` until `shutdown` is triggered (or, with
 /// `config.once`, until the first client is served).
-pub async fn run_echo(listener: Listener, config: EchoServerConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run_echo(
+    listener: Listener,
+    config: EchoServerConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     aio::run_echo::<Tokio>(listener, config, shutdown).await
 }
 
 /// Serves the chat service on `listener` until `shutdown` is triggered: the calling
 /// task owns the chat core.
-pub async fn run_chat(listener: Listener, config: ChatConfig, shutdown: Shutdown) -> Result<(), ServeError> {
+pub async fn run_chat(
+    listener: Listener,
+    config: ChatConfig,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     aio::run_chat::<Tokio>(listener, config, shutdown).await
 }
 
@@ -98,6 +106,10 @@ impl Runtime for Tokio {
 
     fn spawn(task: impl Future<Output = ()> + Send + 'static) {
         drop(tokio::spawn(task));
+    }
+
+    async fn yield_now() {
+        tokio::task::yield_now().await;
     }
 
     async fn sleep_until(deadline: Instant) {

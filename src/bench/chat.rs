@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
@@ -66,7 +66,9 @@ struct ChatReport {
 
 impl std::fmt::Display for ChatReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let rate = self.rate.map_or("flat out".to_owned(), |r| format!("{r}/s each"));
+        let rate = self
+            .rate
+            .map_or("flat out".to_owned(), |r| format!("{r}/s each"));
         writeln!(
             f,
             "chat against {}: {}/{} clients × {} lines × {} B, {rate}",
@@ -78,8 +80,16 @@ impl std::fmt::Display for ChatReport {
             self.delivered, self.expected, self.elapsed_s, self.deliveries_per_s
         )?;
         writeln!(f, "  latency:   {}", self.latency)?;
-        writeln!(f, "  lost:      {}   order violations: {}", self.lost, self.order_violations)?;
-        writeln!(f, "  errors:    {} (server `!` lines: {})", self.errors, self.server_errors)
+        writeln!(
+            f,
+            "  lost:      {}   order violations: {}",
+            self.lost, self.order_violations
+        )?;
+        writeln!(
+            f,
+            "  errors:    {} (server `!` lines: {})",
+            self.errors, self.server_errors
+        )
     }
 }
 
@@ -117,7 +127,9 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
                 let mut rd = BufReader::with_capacity(64 * 1024, rd);
                 let mut line = Vec::new();
                 // A server without a greeting gets a short settle instead.
-                let _ = tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line))
+                        .await;
                 Ok::<_, std::io::Error>((i, rd, wr))
             })
         })
@@ -137,7 +149,10 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
         }
     }
     if conns.is_empty() {
-        return Err(BenchError::NoConnection { addr, reason: first_error.unwrap_or_default() });
+        return Err(BenchError::NoConnection {
+            addr,
+            reason: first_error.unwrap_or_default(),
+        });
     }
     let connected = conns.len() as u64;
     let per_receiver = (connected - 1) * args.msgs;
@@ -150,8 +165,18 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
     let mut writers = Vec::new();
     for (i, rd, wr) in conns {
         let counter = Arc::clone(&progress.counter);
-        readers.push(tokio::spawn(receive(rd, i, clients, per_receiver, origin, drain_rx.clone(), counter)));
-        writers.push(tokio::spawn(send(wr, i, args.msgs, args.size, args.rate, origin)));
+        readers.push(tokio::spawn(receive(
+            rd,
+            i,
+            clients,
+            per_receiver,
+            origin,
+            drain_rx.clone(),
+            counter,
+        )));
+        writers.push(tokio::spawn(send(
+            wr, i, args.msgs, args.size, args.rate, origin,
+        )));
     }
     let mut writers_back = Vec::new();
     for w in writers {
@@ -180,7 +205,9 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
     }
     drop(writers_back);
     progress.finish();
-    let elapsed = last_at.saturating_duration_since(origin).max(Duration::from_micros(1));
+    let elapsed = last_at
+        .saturating_duration_since(origin)
+        .max(Duration::from_micros(1));
     let report = ChatReport {
         kind: "chat",
         addr,
@@ -235,9 +262,11 @@ async fn send(
 }
 
 /// Reads lines until `expected` bench lines arrived, the server closes, or the drain
-/// deadline (set once every sender is done) passes.
+/// deadline (set once every sender is done) passes. Reads big chunks and splits
+/// lines itself: a receiver handles `clients - 1` times more lines than a sender
+/// writes, so it must be cheap, or the load generator becomes the slow consumer.
 async fn receive(
-    mut rd: BufReader<OwnedReadHalf>,
+    rd: BufReader<OwnedReadHalf>,
     me: usize,
     clients: usize,
     expected: u64,
@@ -267,59 +296,95 @@ async fn receive(
     };
     tokio::pin!(drained);
     let finder = memchr::memmem::Finder::new(b"bench ");
-    let mut line = Vec::with_capacity(256);
+    // Bytes read but not yet split into lines (what the welcome read left over first).
+    let mut buf: Vec<u8> = rd.buffer().to_vec();
+    let mut rd = rd.into_inner();
+    let mut done = 0usize;
+    let mut first = true;
     while r.delivered < expected {
-        line.clear();
-        let n = tokio::select! {
-            n = rd.read_until(b'\n', &mut line) => n,
-            _ = &mut drained => break,
-        };
-        match n {
-            Ok(0) => {
-                r.errors.disconnect += 1;
+        if !first {
+            buf.drain(..done);
+            done = 0;
+            let len = buf.len();
+            if len > MAX_LINE {
+                // No newline in a megabyte: not a line protocol.
+                r.errors.mismatch += 1;
                 break;
             }
-            Ok(_) => {}
-            Err(e) => {
-                r.errors.io(&e);
-                break;
+            buf.resize(len + 128 * 1024, 0);
+            let n = tokio::select! {
+                n = rd.read(&mut buf[len..]) => n,
+                _ = &mut drained => break,
+            };
+            match n {
+                Ok(0) => {
+                    r.errors.disconnect += 1;
+                    break;
+                }
+                Ok(n) => buf.truncate(len + n),
+                Err(e) => {
+                    r.errors.io(&e);
+                    break;
+                }
             }
         }
+        first = false;
         let now = origin.elapsed();
-        if line.starts_with(b"! ") {
-            r.server_errors += 1;
-            continue;
+        let before = r.delivered;
+        while let Some(end) = memchr::memchr(b'\n', &buf[done..]) {
+            let line = &buf[done..done + end];
+            done += end + 1;
+            if line.starts_with(b"! ") {
+                r.server_errors += 1;
+                continue;
+            }
+            if line.starts_with(b"* ") {
+                continue;
+            }
+            let Some(at) = finder.find(line) else {
+                continue;
+            };
+            let Some((sender, seq, sent_ns)) = parse(&line[at + 6..]) else {
+                r.errors.mismatch += 1;
+                continue;
+            };
+            if sender >= clients || sender == me {
+                r.errors.mismatch += 1;
+                continue;
+            }
+            match last_seq[sender] {
+                Some(last) if seq <= last => r.order_violations += 1,
+                _ => last_seq[sender] = Some(seq),
+            }
+            report::record(
+                &mut r.hist,
+                now.saturating_sub(Duration::from_nanos(sent_ns)),
+            );
+            r.delivered += 1;
         }
-        if line.starts_with(b"* ") {
-            continue;
+        if r.delivered > before {
+            r.last_at = Some(Instant::now());
+            counter.fetch_add(r.delivered - before, Ordering::Relaxed);
         }
-        let Some(at) = finder.find(&line) else { continue };
-        let Some((sender, seq, sent_ns)) = parse(&line[at + 6..]) else {
-            r.errors.mismatch += 1;
-            continue;
-        };
-        if sender >= clients || sender == me {
-            r.errors.mismatch += 1;
-            continue;
-        }
-        match last_seq[sender] {
-            Some(last) if seq <= last => r.order_violations += 1,
-            _ => last_seq[sender] = Some(seq),
-        }
-        report::record(&mut r.hist, now.saturating_sub(Duration::from_nanos(sent_ns)));
-        r.delivered += 1;
-        r.last_at = Some(Instant::now());
-        counter.fetch_add(1, Ordering::Relaxed);
     }
     r
 }
 
+/// Longest line a receiver buffers before giving up on the connection.
+const MAX_LINE: usize = 1024 * 1024;
+
 /// `<sender> <seq> <send_time_ns> …` → the three numbers.
 fn parse(rest: &[u8]) -> Option<(usize, u64, u64)> {
-    let text = std::str::from_utf8(rest).ok()?;
-    let mut words = text.split(' ');
-    let sender = words.next()?.parse().ok()?;
-    let seq = words.next()?.parse().ok()?;
-    let sent = words.next()?.trim_end().parse().ok()?;
-    Some((sender, seq, sent))
+    let mut words = rest.split(|&b| b == b' ' || b == b'\r');
+    let mut number = || -> Option<u64> {
+        let w = words.next()?;
+        if w.is_empty() || w.len() > 19 {
+            return None;
+        }
+        w.iter().try_fold(0u64, |n, &d| {
+            d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+        })
+    };
+    let sender = usize::try_from(number()?).ok()?;
+    Some((sender, number()?, number()?))
 }

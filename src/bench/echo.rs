@@ -79,10 +79,18 @@ impl std::fmt::Display for EchoReport {
             self.mode, self.addr, self.connected, self.conns, self.size, self.duration_s
         )?;
         if self.mode != Mode::Stream {
-            writeln!(f, "  requests:  {} ({:.0}/s)", self.requests, self.requests_per_s)?;
+            writeln!(
+                f,
+                "  requests:  {} ({:.0}/s)",
+                self.requests, self.requests_per_s
+            )?;
             writeln!(f, "  latency:   {}", self.latency)?;
         }
-        writeln!(f, "  echoed:    {} bytes ({:.1} MB/s), every byte checked", self.bytes, self.mb_per_s)?;
+        writeln!(
+            f,
+            "  echoed:    {} bytes ({:.1} MB/s), every byte checked",
+            self.bytes, self.mb_per_s
+        )?;
         writeln!(f, "  errors:    {}", self.errors)
     }
 }
@@ -97,23 +105,35 @@ struct ConnResult {
 
 impl ConnResult {
     fn new() -> ConnResult {
-        ConnResult { requests: 0, bytes: 0, hist: report::histogram(), errors: Errors::default() }
+        ConnResult {
+            requests: 0,
+            bytes: 0,
+            hist: report::histogram(),
+            errors: Errors::default(),
+        }
     }
 }
 
 pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
-    let conns = args.conns.unwrap_or(if args.mode == Mode::Conns { 100 } else { 1 }).max(1);
+    let conns = args
+        .conns
+        .unwrap_or(if args.mode == Mode::Conns { 100 } else { 1 })
+        .max(1);
     let size = args.size.unwrap_or(match args.mode {
         Mode::Pingpong => 64,
         Mode::Conns => 512,
         Mode::Stream => MAX_CHUNK,
     });
     if size == 0 || size > MAX_CHUNK {
-        return Err(BenchError::BadArgument(format!("--size must be 1..={MAX_CHUNK}")));
+        return Err(BenchError::BadArgument(format!(
+            "--size must be 1..={MAX_CHUNK}"
+        )));
     }
     if !(args.duration > 0.0 && args.duration < 1e6) {
-        return Err(BenchError::BadArgument("--duration must be positive".into()));
+        return Err(BenchError::BadArgument(
+            "--duration must be positive".into(),
+        ));
     }
     let duration = Duration::from_secs_f64(args.duration);
 
@@ -176,7 +196,10 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
 }
 
 /// Opens `n` connections (at most 256 connecting at once); fails only if none worked.
-async fn connect_all(addr: SocketAddr, n: usize) -> Result<(Vec<(usize, TcpStream)>, Errors), BenchError> {
+async fn connect_all(
+    addr: SocketAddr,
+    n: usize,
+) -> Result<(Vec<(usize, TcpStream)>, Errors), BenchError> {
     let limit = Arc::new(tokio::sync::Semaphore::new(256));
     let tasks: Vec<_> = (0..n)
         .map(|i| {
@@ -204,20 +227,30 @@ async fn connect_all(addr: SocketAddr, n: usize) -> Result<(Vec<(usize, TcpStrea
         }
     }
     if streams.is_empty() {
-        return Err(BenchError::NoConnection { addr, reason: first_error.unwrap_or_default() });
+        return Err(BenchError::NoConnection {
+            addr,
+            reason: first_error.unwrap_or_default(),
+        });
     }
     Ok((streams, errors))
 }
 
 /// Runs `fut` with the I/O timeout, as an `io::Result`.
-async fn timed<T>(fut: impl std::future::Future<Output = std::io::Result<T>>) -> std::io::Result<T> {
+async fn timed<T>(
+    fut: impl std::future::Future<Output = std::io::Result<T>>,
+) -> std::io::Result<T> {
     tokio::time::timeout(IO_TIMEOUT, fut)
         .await
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
 }
 
 /// One request of `size` bytes at a time; each reply is checked and timed.
-async fn pingpong(mut s: TcpStream, pattern: Pattern, size: usize, deadline: Instant) -> ConnResult {
+async fn pingpong(
+    mut s: TcpStream,
+    pattern: Pattern,
+    size: usize,
+    deadline: Instant,
+) -> ConnResult {
     let mut r = ConnResult::new();
     let mut buf = vec![0u8; size];
     let mut offset = 0u64;

@@ -58,12 +58,20 @@ impl std::fmt::Display for IdleReport {
         writeln!(
             f,
             "idle against {}: {}/{} connected in {:.2} s, {} still open after {:.1} s",
-            self.addr, self.connected, self.conns, self.connect_total_s, self.alive_after_hold, self.hold_s
+            self.addr,
+            self.connected,
+            self.conns,
+            self.connect_total_s,
+            self.alive_after_hold,
+            self.hold_s
         )?;
         writeln!(f, "  connect:   {}", self.connect_latency)?;
         if let (Some(before), Some(held)) = (self.server_rss_before_kib, self.server_rss_held_kib) {
             let per = self.server_bytes_per_conn.unwrap_or(0.0);
-            writeln!(f, "  server:    VmRSS {before} KiB → {held} KiB ({per:.0} B per connection)")?;
+            writeln!(
+                f,
+                "  server:    VmRSS {before} KiB → {held} KiB ({per:.0} B per connection)"
+            )?;
         }
         writeln!(f, "  errors:    {}", self.errors)
     }
@@ -121,7 +129,10 @@ pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
     let connect_total = start.elapsed();
     progress.finish();
     if streams.is_empty() && args.conns > 0 {
-        return Err(BenchError::NoConnection { addr, reason: first_error.unwrap_or_default() });
+        return Err(BenchError::NoConnection {
+            addr,
+            reason: first_error.unwrap_or_default(),
+        });
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     let rss_held = args.server_pid.and_then(vm_rss_kib);
@@ -140,7 +151,9 @@ pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
     let connected = streams.len();
     drop(streams);
     let per_conn = match (rss_before, rss_held) {
-        (Some(b), Some(h)) if connected > 0 => Some(h.saturating_sub(b) as f64 * 1024.0 / connected as f64),
+        (Some(b), Some(h)) if connected > 0 => {
+            Some(h.saturating_sub(b) as f64 * 1024.0 / connected as f64)
+        }
         _ => None,
     };
     let report = IdleReport {

@@ -119,7 +119,10 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
 /// Resolves `HOST:PORT` to its first address.
 fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
     addr.to_socket_addrs()
-        .map_err(|source| BenchError::Resolve { addr: addr.to_owned(), source })?
+        .map_err(|source| BenchError::Resolve {
+            addr: addr.to_owned(),
+            source,
+        })?
         .next()
         .ok_or_else(|| BenchError::NoAddress(addr.to_owned()))
 }

@@ -136,7 +136,11 @@ impl Progress {
     pub fn new(json: bool, total: u64, unit: &str) -> Progress {
         let counter = Arc::new(AtomicU64::new(0));
         if json || !std::io::stdout().is_terminal() {
-            return Progress { counter, bar: None, ticker: None };
+            return Progress {
+                counter,
+                bar: None,
+                ticker: None,
+            };
         }
         let bar = ProgressBar::new(total);
         let template = format!("{{elapsed_precise}} [{{bar:40}}] {{pos}}/{{len}} {unit}");
@@ -150,7 +154,11 @@ impl Progress {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         });
-        Progress { counter, bar: Some(bar), ticker: Some(ticker) }
+        Progress {
+            counter,
+            bar: Some(bar),
+            ticker: Some(ticker),
+        }
     }
 
     /// Removes the bar.

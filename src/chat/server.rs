@@ -243,7 +243,17 @@ struct Room {
 ///   `handle_open` still issues ids but answers `* server shutting down` and
 ///   `Close{Shutdown}` at once.
 /// * **Late events** for ids already closed are ignored (`Ok`); ids never issued
-///   are `Err(UnknownConn)`.
+///   are `Err(UnknownConn)`. Refused ids (full, shutting down) are closed at once.
+/// * **Input**: each line is checked (length, UTF-8), then sanitized as a whole
+///   ([`sanitize`]) before it is parsed, so nicks in errors and quit reasons are
+///   clean too. Empty lines are ignored; a line of spaces is a message.
+/// * **`/nick`**: changing only the case of your own nick is a rename; asking for
+///   exactly your current nick answers `* you are already NAME` to you alone.
+/// * **Rooms** are created on demand with the creator's spelling and deleted when
+///   empty, `#lobby` included (the next arrival re-creates it). `/msg` gives the
+///   sender no copy.
+/// * **Order**: recipients of a broadcast are served in id order; all outputs for
+///   one connection are in the order the core decided them.
 #[derive(Debug)]
 pub struct ChatServer {
     config: ChatConfig,

@@ -90,7 +90,9 @@ pub enum Payload {
     Raw(Vec<u8>),
 }
 
-const NAMES: &[&str] = &["ann", "Ann", "bob", "guest1", "guest2", "x-y_z", "bad name", "#rust", "rust", "", "é"];
+const NAMES: &[&str] = &[
+    "ann", "Ann", "bob", "guest1", "guest2", "x-y_z", "bad name", "#rust", "rust", "", "é",
+];
 
 /// Fuzz entry point: decodes a [`ChatInput`] and runs it.
 pub fn chat(data: &[u8]) {
@@ -111,11 +113,15 @@ pub fn run_chat(input: &ChatInput) -> ChatChecker {
 /// [`run_chat`], but each `Data` event's bytes are cut into reads of the given sizes
 /// (cycled; `[]`: use the event's own `split`), to check chunking invariance.
 pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
-    let mut config = ChatConfig::default();
-    config.max_line = 8 + usize::from(input.max_line % 64);
-    config.send_queue = 64 + usize::from(input.send_queue % 2048);
-    config.idle_timeout = input.idle_secs.map(|s| Duration::from_secs(1 + u64::from(s % 8)));
-    config.max_conns = input.max_conns.map(|n| 1 + usize::from(n % 8));
+    let config = ChatConfig::default()
+        .with_max_line(8 + usize::from(input.max_line % 64))
+        .with_send_queue(64 + usize::from(input.send_queue % 2048))
+        .with_idle_timeout(
+            input
+                .idle_secs
+                .map(|s| Duration::from_secs(1 + u64::from(s % 8))),
+        )
+        .with_max_conns(input.max_conns.map(|n| 1 + usize::from(n % 8)));
     let mut server = ChatServer::new(config);
     let mut check = ChatChecker::new(config.send_queue);
     let mut model = Model::new(config);
@@ -133,8 +139,14 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                     ids.push(id);
                 }
             }
-            ChatEvent::Data { conn, payload, split } => {
-                let Some(id) = pick(&ids, *conn) else { continue };
+            ChatEvent::Data {
+                conn,
+                payload,
+                split,
+            } => {
+                let Some(id) = pick(&ids, *conn) else {
+                    continue;
+                };
                 let bytes = render(payload, id, &ids, &mut seq);
                 let at = usize::from(*split).min(bytes.len());
                 let parts = if chunks.is_empty() {
@@ -143,14 +155,20 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                     super::framer::chunk(&bytes, chunks)
                 };
                 for part in parts {
-                    accept(check.is_open(id), server.handle_data(now, id, part).is_ok(), "handle_data");
+                    accept(
+                        check.is_open(id),
+                        server.handle_data(now, id, part).is_ok(),
+                        "handle_data",
+                    );
                     model.data(now, id, part);
                     check.drain(&mut server);
                     agree(&check, &model);
                 }
             }
             ChatEvent::Flushed { conn, n } => {
-                let Some(id) = pick(&ids, *conn) else { continue };
+                let Some(id) = pick(&ids, *conn) else {
+                    continue;
+                };
                 let n = usize::from(*n) % (check.queued(id) + 1);
                 let open = check.flushed(id, n);
                 model.flushed(id, n);
@@ -158,12 +176,20 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
             }
             ChatEvent::PeerClosed(c) => {
                 let Some(id) = pick(&ids, *c) else { continue };
-                accept(check.is_open(id), server.handle_peer_closed(now, id).is_ok(), "handle_peer_closed");
+                accept(
+                    check.is_open(id),
+                    server.handle_peer_closed(now, id).is_ok(),
+                    "handle_peer_closed",
+                );
                 model.peer_closed(id);
             }
             ChatEvent::Reset(c) => {
                 let Some(id) = pick(&ids, *c) else { continue };
-                accept(check.is_open(id), server.handle_reset(now, id).is_ok(), "handle_reset");
+                accept(
+                    check.is_open(id),
+                    server.handle_reset(now, id).is_ok(),
+                    "handle_reset",
+                );
                 model.reset(id);
             }
             ChatEvent::Advance(ms) => {
@@ -171,12 +197,18 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                 server.handle_timeout(now);
                 model.timeout_at(now);
                 if let Some(t) = server.poll_timeout() {
-                    assert!(t > now, "poll_timeout {t:?} not after handle_timeout({now:?})");
+                    assert!(
+                        t > now,
+                        "poll_timeout {t:?} not after handle_timeout({now:?})"
+                    );
                 }
             }
             ChatEvent::Bogus => {
                 let id = ConnId(u64::MAX);
-                assert!(server.handle_data(now, id, b"hi\n").is_err(), "unknown id accepted");
+                assert!(
+                    server.handle_data(now, id, b"hi\n").is_err(),
+                    "unknown id accepted"
+                );
                 assert!(server.handle_flushed(id, 0).is_err(), "unknown id accepted");
             }
             ChatEvent::Shutdown => {
@@ -202,12 +234,30 @@ pub fn agree(check: &ChatChecker, model: &Model) {
         if got != want {
             let (g, w) = (String::from_utf8_lossy(got), String::from_utf8_lossy(want));
             let common = g.chars().zip(w.chars()).take_while(|(a, b)| a == b).count();
-            let from = g.char_indices().nth(common.saturating_sub(40)).map_or(0, |(i, _)| i);
-            let wfrom = w.char_indices().nth(common.saturating_sub(40)).map_or(0, |(i, _)| i);
-            panic!("{id:?} received differs from the model\n core: …{:?}\nmodel: …{:?}", &g[from..], &w[wfrom..]);
+            let from = g
+                .char_indices()
+                .nth(common.saturating_sub(40))
+                .map_or(0, |(i, _)| i);
+            let wfrom = w
+                .char_indices()
+                .nth(common.saturating_sub(40))
+                .map_or(0, |(i, _)| i);
+            panic!(
+                "{id:?} received differs from the model\n core: …{:?}\nmodel: …{:?}",
+                &g[from..],
+                &w[wfrom..]
+            );
         }
-        assert_eq!(check.close_reason(id), model.closes.get(&id), "{id:?} close differs from the model");
-        assert_eq!(check.is_open(id).then(|| check.queued(id)), model.queued(id), "{id:?} queued differs");
+        assert_eq!(
+            check.close_reason(id),
+            model.closes.get(&id),
+            "{id:?} close differs from the model"
+        );
+        assert_eq!(
+            check.is_open(id).then(|| check.queued(id)),
+            model.queued(id),
+            "{id:?} queued differs"
+        );
     }
 }
 
@@ -238,7 +288,10 @@ fn render(p: &Payload, from: ConnId, ids: &[ConnId], seq: &mut u64) -> Vec<u8> {
         Payload::Quit(None) => "/quit".into(),
         Payload::Quit(Some(r)) => format!("/quit {}", r.replace(['~', '\n'], "_")),
         Payload::Raw(b) => {
-            return b.iter().map(|&b| if b == b'~' { b'_' } else { b }).collect();
+            return b
+                .iter()
+                .map(|&b| if b == b'~' { b'_' } else { b })
+                .collect();
         }
     };
     let mut v = line.into_bytes();

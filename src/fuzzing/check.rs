@@ -24,7 +24,9 @@ fn parse_token(line: &str) -> Option<(u64, u64)> {
     let at = line.find('~')?;
     let rest = &line[at + 1..];
     let (a, rest) = rest.split_once('.')?;
-    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    let end = rest
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(rest.len());
     Some((a.parse().ok()?, rest[..end].parse().ok()?))
 }
 
@@ -55,12 +57,20 @@ pub struct ChatChecker {
 impl ChatChecker {
     /// A checker for a server with this `send_queue` limit.
     pub fn new(send_queue: usize) -> Self {
-        ChatChecker { send_queue, open: BTreeMap::new(), closed: BTreeMap::new(), received: BTreeMap::new() }
+        ChatChecker {
+            send_queue,
+            open: BTreeMap::new(),
+            closed: BTreeMap::new(),
+            received: BTreeMap::new(),
+        }
     }
 
     /// `handle_open` returned `id` (call before draining its outputs).
     pub fn opened(&mut self, id: ConnId) {
-        assert!(!self.open.contains_key(&id) && !self.closed.contains_key(&id), "{id:?} issued twice");
+        assert!(
+            !self.open.contains_key(&id) && !self.closed.contains_key(&id),
+            "{id:?} issued twice"
+        );
         if let Some(last) = self.received.keys().next_back() {
             assert!(id > *last, "ids must increase: {id:?} after {last:?}");
         }
@@ -76,8 +86,13 @@ impl ChatChecker {
                     panic!("transmit to {to:?} which is {}", self.state(*to));
                 };
                 assert!(!bytes.is_empty(), "empty transmit to {to:?}");
-                assert_eq!(bytes.last(), Some(&b'\n'), "transmit to {to:?} is not whole lines: {bytes:?}");
-                let text = core::str::from_utf8(bytes).unwrap_or_else(|e| panic!("invalid UTF-8 to {to:?}: {e}"));
+                assert_eq!(
+                    bytes.last(),
+                    Some(&b'\n'),
+                    "transmit to {to:?} is not whole lines: {bytes:?}"
+                );
+                let text = core::str::from_utf8(bytes)
+                    .unwrap_or_else(|e| panic!("invalid UTF-8 to {to:?}: {e}"));
                 for line in text.split_terminator('\n') {
                     check_line(*to, conn, line);
                 }
@@ -88,10 +103,17 @@ impl ChatChecker {
                     conn.queued,
                     self.send_queue
                 );
-                self.received.get_mut(to).expect("received").extend_from_slice(bytes);
+                self.received
+                    .get_mut(to)
+                    .expect("received")
+                    .extend_from_slice(bytes);
             }
             Output::Close { id, reason } => {
-                assert!(self.open.remove(id).is_some(), "close of {id:?} which is {}", self.state(*id));
+                assert!(
+                    self.open.remove(id).is_some(),
+                    "close of {id:?} which is {}",
+                    self.state(*id)
+                );
                 self.closed.insert(*id, reason.clone());
             }
         }
@@ -150,12 +172,20 @@ impl ChatChecker {
 
     /// Checks `server`'s accessors against what the outputs said.
     pub fn check_server(&self, server: &ChatServer) {
-        assert_eq!(server.connections(), self.open.len(), "connections() disagrees with outputs");
+        assert_eq!(
+            server.connections(),
+            self.open.len(),
+            "connections() disagrees with outputs"
+        );
         for (id, c) in &self.open {
             assert_eq!(server.queued(*id), Some(c.queued), "queued({id:?})");
         }
         for id in self.closed.keys() {
-            assert_eq!(server.queued(*id), None, "queued({id:?}) of a closed connection");
+            assert_eq!(
+                server.queued(*id),
+                None,
+                "queued({id:?}) of a closed connection"
+            );
         }
     }
 
@@ -172,7 +202,10 @@ fn check_line(to: ConnId, conn: &mut Conn, line: &str) {
         panic!("line to {to:?} contains {c:?}: {line:?}");
     }
     assert!(
-        line.starts_with('<') || line.starts_with("* ") || line.starts_with("! ") || line.starts_with("(pm) <"),
+        line.starts_with('<')
+            || line.starts_with("* ")
+            || line.starts_with("! ")
+            || line.starts_with("(pm) <"),
         "line to {to:?} has no known prefix: {line:?}"
     );
     if let Some((sender, seq)) = parse_token(line) {
@@ -181,7 +214,11 @@ fn check_line(to: ConnId, conn: &mut Conn, line: &str) {
             assert_ne!(sender, to.0, "{to:?} received its own message: {line:?}");
         }
         let last = conn.last_seq.entry(sender).or_insert(0);
-        assert!(seq > *last, "{to:?} got message {seq} from {sender} after {}: {line:?}", *last);
+        assert!(
+            seq > *last,
+            "{to:?} got message {seq} from {sender} after {}: {line:?}",
+            *last
+        );
         *last = seq;
     }
 }

@@ -26,8 +26,15 @@ pub fn command(data: &[u8]) {
 /// leaves everything else alone; it is idempotent.
 pub fn check_sanitize(text: &str) {
     let clean = sanitize(text);
-    assert!(!clean.chars().any(forbidden_char), "sanitize left a control char: {clean:?}");
-    assert_eq!(clean.chars().count(), text.chars().count(), "sanitize changed the char count");
+    assert!(
+        !clean.chars().any(forbidden_char),
+        "sanitize left a control char: {clean:?}"
+    );
+    assert_eq!(
+        clean.chars().count(),
+        text.chars().count(),
+        "sanitize changed the char count"
+    );
     for (a, b) in text.chars().zip(clean.chars()) {
         if forbidden_char(a) {
             assert_eq!(b, '\u{FFFD}', "{a:?} replaced by {b:?}");
@@ -40,8 +47,10 @@ pub fn check_sanitize(text: &str) {
 
 /// `valid_name` agrees with SPEC: 1–24 of `A-Z a-z 0-9 _ -`.
 pub fn check_valid_name(name: &str) {
-    let expected =
-        (1..=24).contains(&name.len()) && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+    let expected = (1..=24).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
     assert_eq!(valid_name(name), expected, "valid_name({name:?})");
 }
 
@@ -51,10 +60,17 @@ pub fn check_parse(line: &str) {
     let cmd = Command::parse(line);
     let inside = |s: &str| {
         let (a, b) = (line.as_ptr() as usize, s.as_ptr() as usize);
-        assert!(b >= a && b + s.len() <= a + line.len(), "{cmd:?} borrows outside {line:?}");
+        assert!(
+            b >= a && b + s.len() <= a + line.len(),
+            "{cmd:?} borrows outside {line:?}"
+        );
     };
     match &cmd {
-        Command::Say(s) | Command::Nick(s) | Command::Join(s) | Command::Me(s) | Command::Unknown(s) => inside(s),
+        Command::Say(s)
+        | Command::Nick(s)
+        | Command::Join(s)
+        | Command::Me(s)
+        | Command::Unknown(s) => inside(s),
         Command::Msg { to, text } => {
             inside(to);
             inside(text);
@@ -65,7 +81,11 @@ pub fn check_parse(line: &str) {
     if !line.starts_with('/') {
         assert_eq!(cmd, Command::Say(line), "plain text parsed as a command");
     } else if let Some(rest) = line.strip_prefix("//") {
-        assert_eq!(cmd, Command::Say(&line[1..]), "`//{rest}` must be the text `/{rest}`");
+        assert_eq!(
+            cmd,
+            Command::Say(&line[1..]),
+            "`//{rest}` must be the text `/{rest}`"
+        );
     }
     match line {
         "/who" => assert_eq!(cmd, Command::Who),

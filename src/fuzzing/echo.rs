@@ -21,9 +21,16 @@ pub enum EchoOp {
 
 /// Input: `[max_pending, initial_buffer, ops…]`, two bytes per op.
 pub fn echo(data: &[u8]) {
-    let Some((&m, rest)) = data.split_first() else { return };
-    let Some((&i, rest)) = rest.split_first() else { return };
-    let config = EchoConfig { max_pending: 1 + usize::from(m % 64), initial_buffer: 1 + usize::from(i % 16) };
+    let Some((&m, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&i, rest)) = rest.split_first() else {
+        return;
+    };
+    let config = EchoConfig {
+        max_pending: 1 + usize::from(m % 64),
+        initial_buffer: 1 + usize::from(i % 16),
+    };
     let ops: Vec<EchoOp> = rest
         .chunks(2)
         .map(|c| {
@@ -53,7 +60,11 @@ pub fn check_echo(config: EchoConfig, ops: &[EchoOp]) {
             EchoOp::Read(n) => {
                 let start = input.len();
                 let buf = c.read_buf();
-                assert_eq!(buf.is_empty(), closed || c_pending_full(start, &output, max), "read_buf vs state");
+                assert_eq!(
+                    buf.is_empty(),
+                    closed || c_pending_full(start, &output, max),
+                    "read_buf vs state"
+                );
                 let n = n.min(buf.len());
                 for (k, b) in buf[..n].iter_mut().enumerate() {
                     *b = byte(start + k);
@@ -67,7 +78,10 @@ pub fn check_echo(config: EchoConfig, ops: &[EchoOp]) {
                 match c.handle_data(&data) {
                     Ok(taken) => {
                         input.extend_from_slice(&data[..taken]);
-                        assert!(taken == n || c.pending() == max, "handle_data stopped early with room left");
+                        assert!(
+                            taken == n || c.pending() == max,
+                            "handle_data stopped early with room left"
+                        );
                     }
                     Err(_) => assert!(closed && n > 0, "handle_data failed on an open connection"),
                 }
@@ -75,7 +89,9 @@ pub fn check_echo(config: EchoConfig, ops: &[EchoOp]) {
             EchoOp::Write(n) => {
                 let n = n.min(c.pending());
                 if n > 0 {
-                    let p = c.poll_transmit().expect("pending bytes but nothing to transmit");
+                    let p = c
+                        .poll_transmit()
+                        .expect("pending bytes but nothing to transmit");
                     output.extend_from_slice(&p[..n]);
                 }
                 c.handle_written(n).expect("handle_written within pending");
@@ -86,7 +102,10 @@ pub fn check_echo(config: EchoConfig, ops: &[EchoOp]) {
             }
             EchoOp::Misuse => {
                 let pending = c.pending();
-                assert!(c.handle_written(pending + 1).is_err(), "over-write accepted");
+                assert!(
+                    c.handle_written(pending + 1).is_err(),
+                    "over-write accepted"
+                );
                 assert_eq!(c.pending(), pending, "misuse changed state");
             }
         }
@@ -98,7 +117,10 @@ pub fn check_echo(config: EchoConfig, ops: &[EchoOp]) {
         output.extend_from_slice(&p);
         c.handle_written(p.len()).expect("write all pending");
     }
-    assert!(c.poll_close(), "drained and closed, but poll_close is false");
+    assert!(
+        c.poll_close(),
+        "drained and closed, but poll_close is false"
+    );
     assert_eq!(output, input, "echo output differs from input");
 }
 
@@ -107,14 +129,38 @@ fn c_pending_full(input_len: usize, output: &[u8], max: usize) -> bool {
 }
 
 fn check_state(c: &EchoConn, max: usize, closed: bool, input: &[u8], output: &[u8]) {
-    assert!(c.pending() <= max, "pending {} > max_pending {max}", c.pending());
-    assert!(c.buffer_capacity() <= max, "buffer {} > max_pending {max}", c.buffer_capacity());
-    assert_eq!(c.pending(), input.len() - output.len(), "pending != received - written");
+    assert!(
+        c.pending() <= max,
+        "pending {} > max_pending {max}",
+        c.pending()
+    );
+    assert!(
+        c.buffer_capacity() <= max,
+        "buffer {} > max_pending {max}",
+        c.buffer_capacity()
+    );
+    assert_eq!(
+        c.pending(),
+        input.len() - output.len(),
+        "pending != received - written"
+    );
     assert_eq!(c.received(), input.len() as u64);
-    assert_eq!(c.wants_read(), !closed && c.pending() < max, "wants_read must be false exactly when full or closed");
+    assert_eq!(
+        c.wants_read(),
+        !closed && c.pending() < max,
+        "wants_read must be false exactly when full or closed"
+    );
     assert_eq!(c.poll_close(), closed && c.pending() == 0);
-    assert_eq!(output, &input[..output.len()], "echoed bytes differ from the input");
+    assert_eq!(
+        output,
+        &input[..output.len()],
+        "echoed bytes differ from the input"
+    );
     if let Some(p) = c.poll_transmit() {
-        assert_eq!(p, &input[output.len()..], "pending bytes differ from the unechoed input");
+        assert_eq!(
+            p,
+            &input[output.len()..],
+            "pending bytes differ from the unechoed input"
+        );
     }
 }

@@ -10,8 +10,12 @@ type Lines = Vec<Result<Vec<u8>, LineTooLong>>;
 /// push and once in chunks of the given sizes (cycled; 0 means an empty push, never twice in a row); both
 /// must give the same lines as a plain split-on-`\n` reference.
 pub fn framer(data: &[u8]) {
-    let Some((&max, rest)) = data.split_first() else { return };
-    let Some((&n, rest)) = rest.split_first() else { return };
+    let Some((&max, rest)) = data.split_first() else {
+        return;
+    };
+    let Some((&n, rest)) = rest.split_first() else {
+        return;
+    };
     let max_line = usize::from(max % 64);
     let n = usize::from(n % 16).min(rest.len());
     let (sizes, stream) = rest.split_at(n);
@@ -48,7 +52,10 @@ pub fn chunk<'a>(stream: &'a [u8], sizes: &[u8]) -> Vec<&'a [u8]> {
 pub fn check_framer(max_line: usize, stream: &[u8], chunks: &[&[u8]]) {
     let expected = reference(max_line, stream);
     let one_shot = frame(max_line, &[stream]);
-    assert_eq!(one_shot, expected, "one-shot framing differs from the reference");
+    assert_eq!(
+        one_shot, expected,
+        "one-shot framing differs from the reference"
+    );
     let chunked = frame(max_line, chunks);
     assert_eq!(chunked, expected, "chunked framing differs from one-shot");
 }
@@ -100,7 +107,11 @@ fn frame(max_line: usize, chunks: &[&[u8]]) -> Lines {
 fn checked(max_line: usize, r: Result<bytes::Bytes, LineTooLong>) -> Result<Vec<u8>, LineTooLong> {
     match r {
         Ok(line) => {
-            assert!(line.len() <= max_line, "line of {} bytes, max {max_line}", line.len());
+            assert!(
+                line.len() <= max_line,
+                "line of {} bytes, max {max_line}",
+                line.len()
+            );
             assert!(!line.contains(&b'\n'), "line contains a newline: {line:?}");
             Ok(line.to_vec())
         }

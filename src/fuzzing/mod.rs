@@ -26,8 +26,8 @@ mod chat;
 pub use check::{forbidden_char, token, ChatChecker};
 pub use command::{check_parse, check_sanitize, check_valid_name, command};
 pub use echo::{check_echo, echo, EchoOp};
-pub use model::Model;
 pub use framer::{check_framer, chunk, framer, reference};
+pub use model::Model;
 
 #[cfg(feature = "fuzzing")]
 pub use chat::{agree, chat, run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};

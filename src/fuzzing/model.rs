@@ -58,7 +58,10 @@ fn forbidden(c: char) -> bool {
 }
 
 fn valid_name(s: &str) -> bool {
-    !s.is_empty() && s.len() <= 24 && s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    !s.is_empty()
+        && s.len() <= 24
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
 }
 
 /// `(word, rest after the first run of spaces)`.
@@ -100,12 +103,17 @@ impl Model {
     }
 
     fn raw(&mut self, id: ConnId, text: &str) {
-        self.sent.entry(id).or_default().extend_from_slice(text.as_bytes());
+        self.sent
+            .entry(id)
+            .or_default()
+            .extend_from_slice(text.as_bytes());
     }
 
     fn send(&mut self, id: ConnId, text: String) {
         let limit = self.config.send_queue;
-        let Some(c) = self.clients.get_mut(&id) else { return };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
         if c.doomed {
             return;
         }
@@ -119,10 +127,14 @@ impl Model {
     }
 
     fn members(&self, room: &str) -> Vec<ConnId> {
-        self.clients.iter().filter(|(_, c)| c.room == room).map(|(id, _)| *id).collect()
+        self.clients
+            .iter()
+            .filter(|(_, c)| c.room == room)
+            .map(|(id, _)| *id)
+            .collect()
     }
 
-    fn to_room(&mut self, room: &str, except: Option<ConnId>, text: &str) {
+    fn broadcast(&mut self, room: &str, except: Option<ConnId>, text: &str) {
         for m in self.members(room) {
             if Some(m) != except {
                 self.send(m, text.to_string());
@@ -135,12 +147,14 @@ impl Model {
     }
 
     fn remove(&mut self, id: ConnId, why: &str, reason: CloseReason) {
-        let Some(c) = self.clients.remove(&id) else { return };
+        let Some(c) = self.clients.remove(&id) else {
+            return;
+        };
         self.close(id, reason);
         if self.members(&c.room).is_empty() {
             self.rooms.remove(&c.room);
         } else {
-            self.to_room(&c.room, None, &format!("* {} left ({why})\n", c.nick));
+            self.broadcast(&c.room, None, &format!("* {} left ({why})\n", c.nick));
         }
     }
 
@@ -160,7 +174,11 @@ impl Model {
             self.close(id, CloseReason::Shutdown);
             return id;
         }
-        if self.config.max_conns.is_some_and(|m| self.clients.len() >= m) {
+        if self
+            .config
+            .max_conns
+            .is_some_and(|m| self.clients.len() >= m)
+        {
             self.raw(id, "! server full\n");
             self.close(id, CloseReason::ServerFull);
             return id;
@@ -168,12 +186,18 @@ impl Model {
         let nick = loop {
             self.guests += 1;
             let nick = format!("guest{}", self.guests);
-            if !self.clients.values().any(|c| c.nick.eq_ignore_ascii_case(&nick)) {
+            if !self
+                .clients
+                .values()
+                .any(|c| c.nick.eq_ignore_ascii_case(&nick))
+            {
                 break nick;
             }
         };
         let online = self.clients.len() + 1;
-        self.rooms.entry("lobby".into()).or_insert_with(|| "#lobby".into());
+        self.rooms
+            .entry("lobby".into())
+            .or_insert_with(|| "#lobby".into());
         let deadline = self.timeout().map(|t| now + t);
         let client = Client {
             nick: nick.clone(),
@@ -186,7 +210,7 @@ impl Model {
         };
         self.clients.insert(id, client);
         self.send(id, format!("* welcome {nick}, {online} users online\n"));
-        self.to_room("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
+        self.broadcast("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
         self.drops();
         id
     }
@@ -197,7 +221,9 @@ impl Model {
             return false;
         }
         let timeout = self.timeout();
-        let Some(c) = self.clients.get_mut(&id) else { return true };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return true;
+        };
         c.partial.extend_from_slice(data);
         if !data.is_empty() {
             if let Some(t) = timeout {
@@ -205,8 +231,7 @@ impl Model {
             }
         }
         let max = self.config.max_line;
-        loop {
-            let Some(c) = self.clients.get_mut(&id) else { break };
+        while let Some(c) = self.clients.get_mut(&id) {
             match c.partial.iter().position(|&b| b == b'\n') {
                 Some(i) => {
                     let line: Vec<u8> = c.partial.drain(..=i).collect();
@@ -241,7 +266,9 @@ impl Model {
 
     /// See [`ChatServer::handle_peer_closed`](crate::chat::ChatServer::handle_peer_closed).
     pub fn peer_closed(&mut self, id: ConnId) {
-        let Some(c) = self.clients.get_mut(&id) else { return };
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
         let rest = core::mem::take(&mut c.partial);
         if !core::mem::take(&mut c.discarding) && !rest.is_empty() {
             self.line(id, &rest);
@@ -260,7 +287,11 @@ impl Model {
     /// See [`ChatServer::handle_timeout`](crate::chat::ChatServer::handle_timeout).
     pub fn timeout_at(&mut self, now: Instant) {
         loop {
-            let next = self.clients.iter().filter_map(|(id, c)| c.deadline.map(|d| (d, *id))).min();
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|(id, c)| c.deadline.map(|d| (d, *id)))
+                .min();
             match next {
                 Some((d, id)) if d <= now => {
                     self.remove(id, "idle timeout", CloseReason::IdleTimeout);
@@ -300,18 +331,23 @@ impl Model {
         let Ok(text) = core::str::from_utf8(raw) else {
             return self.error(id, "invalid utf-8");
         };
-        let text: String = text.chars().map(|c| if forbidden(c) { '\u{FFFD}' } else { c }).collect();
+        let text: String = text
+            .chars()
+            .map(|c| if forbidden(c) { '\u{FFFD}' } else { c })
+            .collect();
         self.command(id, &text);
     }
 
     fn command(&mut self, id: ConnId, line: &str) {
-        let Some(me) = self.clients.get(&id) else { return };
+        let Some(me) = self.clients.get(&id) else {
+            return;
+        };
         let (nick, room) = (me.nick.clone(), me.room.clone());
         let Some(body) = line.strip_prefix('/') else {
-            return self.to_room(&room, Some(id), &format!("<{nick}> {line}\n"));
+            return self.broadcast(&room, Some(id), &format!("<{nick}> {line}\n"));
         };
         if body.starts_with('/') {
-            return self.to_room(&room, Some(id), &format!("<{nick}> {body}\n"));
+            return self.broadcast(&room, Some(id), &format!("<{nick}> {body}\n"));
         }
         let (word, args) = split_word(body);
         let name = args.trim_end_matches(' ');
@@ -321,14 +357,21 @@ impl Model {
             "join" if name.is_empty() => self.error(id, "usage: /join ROOM"),
             "join" => self.join(id, &nick, &room, name),
             "who" => {
-                let mut nicks: Vec<String> = self.members(&room).iter().map(|m| self.clients[m].nick.clone()).collect();
+                let mut nicks: Vec<String> = self
+                    .members(&room)
+                    .iter()
+                    .map(|m| self.clients[m].nick.clone())
+                    .collect();
                 nicks.sort_by_key(|n| n.to_ascii_lowercase());
                 let shown = self.rooms[&room].clone();
                 self.send(id, format!("* in {shown}: {}\n", nicks.join(", ")));
             }
             "rooms" => {
-                let list: Vec<String> =
-                    self.rooms.iter().map(|(k, shown)| format!("{shown} ({})", self.members(k).len())).collect();
+                let list: Vec<String> = self
+                    .rooms
+                    .iter()
+                    .map(|(k, shown)| format!("{shown} ({})", self.members(k).len()))
+                    .collect();
                 self.send(id, format!("* rooms: {}\n", list.join(", ")));
             }
             "msg" => {
@@ -336,13 +379,17 @@ impl Model {
                 if to.is_empty() || text.is_empty() {
                     return self.error(id, "usage: /msg NICK text");
                 }
-                match self.clients.iter().find(|(_, c)| c.nick.eq_ignore_ascii_case(to)) {
+                match self
+                    .clients
+                    .iter()
+                    .find(|(_, c)| c.nick.eq_ignore_ascii_case(to))
+                {
                     Some((&target, _)) => self.send(target, format!("(pm) <{nick}> {text}\n")),
                     None => self.error(id, &format!("no such nick {to}")),
                 }
             }
             "me" if args.is_empty() => self.error(id, "usage: /me text"),
-            "me" => self.to_room(&room, Some(id), &format!("* {nick} {args}\n")),
+            "me" => self.broadcast(&room, Some(id), &format!("* {nick} {args}\n")),
             "quit" => {
                 self.send(id, "* bye\n".into());
                 if self.clients.get(&id).is_some_and(|c| !c.doomed) {
@@ -359,7 +406,11 @@ impl Model {
         if !valid_name(name) {
             return self.error(id, "invalid nick");
         }
-        if self.clients.iter().any(|(o, c)| *o != id && c.nick.eq_ignore_ascii_case(name)) {
+        if self
+            .clients
+            .iter()
+            .any(|(o, c)| *o != id && c.nick.eq_ignore_ascii_case(name))
+        {
             return self.error(id, &format!("nick {name} is taken"));
         }
         if old == name {
@@ -368,7 +419,7 @@ impl Model {
         if let Some(c) = self.clients.get_mut(&id) {
             c.nick = name.into();
         }
-        self.to_room(room, None, &format!("* {old} is now known as {name}\n"));
+        self.broadcast(room, None, &format!("* {old} is now known as {name}\n"));
     }
 
     fn join(&mut self, id: ConnId, nick: &str, old: &str, name: &str) {
@@ -388,9 +439,13 @@ impl Model {
         if self.members(old).is_empty() {
             self.rooms.remove(old);
         } else {
-            self.to_room(old, None, &format!("* {nick} left {old_shown}\n"));
+            self.broadcast(old, None, &format!("* {nick} left {old_shown}\n"));
         }
-        let shown = self.rooms.entry(key.clone()).or_insert_with(|| format!("#{name}")).clone();
-        self.to_room(&key, None, &format!("* {nick} joined {shown}\n"));
+        let shown = self
+            .rooms
+            .entry(key.clone())
+            .or_insert_with(|| format!("#{name}"))
+            .clone();
+        self.broadcast(&key, None, &format!("* {nick} joined {shown}\n"));
     }
 }

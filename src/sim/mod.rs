@@ -114,7 +114,10 @@ pub struct Queue<E> {
 
 impl<E> Default for Queue<E> {
     fn default() -> Self {
-        Queue { events: BTreeMap::new(), seq: 0 }
+        Queue {
+            events: BTreeMap::new(),
+            seq: 0,
+        }
     }
 }
 

@@ -75,12 +75,18 @@ enum Service {
 impl Target {
     /// Through the library.
     pub fn lib(transport: Transport) -> Self {
-        Target { transport, via: Via::Lib }
+        Target {
+            transport,
+            via: Via::Lib,
+        }
     }
 
     /// Through the binary.
     pub fn bin(transport: Transport) -> Self {
-        Target { transport, via: Via::Bin }
+        Target {
+            transport,
+            via: Via::Bin,
+        }
     }
 
     /// Starts an echo server.
@@ -115,8 +121,14 @@ pub struct Server {
 }
 
 enum Backend {
-    Lib { shutdown: Shutdown, done: mpsc::Receiver<Result<(), String>>, thread: Option<thread::JoinHandle<()>> },
-    Bin { child: std::process::Child },
+    Lib {
+        shutdown: Shutdown,
+        done: mpsc::Receiver<Result<(), String>>,
+        thread: Option<thread::JoinHandle<()>>,
+    },
+    Bin {
+        child: std::process::Child,
+    },
 }
 
 impl Server {
@@ -136,7 +148,10 @@ impl Server {
             Backend::Lib { done, thread, .. } => {
                 let result = done.recv_timeout(timeout).ok()?;
                 if let Some(thread) = thread.take() {
-                    thread.join().map_err(|_| "server thread panicked".to_string()).ok()?;
+                    thread
+                        .join()
+                        .map_err(|_| "server thread panicked".to_string())
+                        .ok()?;
                 }
                 result
             }
@@ -223,10 +238,23 @@ fn start_lib(transport: Transport, service: Service) -> Server {
             let _ = tx.send(result);
         })
         .unwrap();
-    Server { addr, backend: Backend::Lib { shutdown, done, thread: Some(thread) }, stopped: false }
+    Server {
+        addr,
+        backend: Backend::Lib {
+            shutdown,
+            done,
+            thread: Some(thread),
+        },
+        stopped: false,
+    }
 }
 
-fn run_lib(transport: Transport, service: Service, listener: Listener, shutdown: Shutdown) -> Result<(), ServeError> {
+fn run_lib(
+    transport: Transport,
+    service: Service,
+    listener: Listener,
+    shutdown: Shutdown,
+) -> Result<(), ServeError> {
     match transport {
         #[cfg(feature = "threads")]
         Transport::Threads => match service {
@@ -235,16 +263,27 @@ fn run_lib(transport: Transport, service: Service, listener: Listener, shutdown:
         },
         #[cfg(feature = "tokio")]
         Transport::Tokio => {
-            let runtime = ::tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build()?;
+            let runtime = ::tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()?;
             match service {
-                Service::Echo { config, .. } => runtime.block_on(echochat::tokio::run_echo(listener, config, shutdown)),
-                Service::Chat(config) => runtime.block_on(echochat::tokio::run_chat(listener, config, shutdown)),
+                Service::Echo { config, .. } => {
+                    runtime.block_on(echochat::tokio::run_echo(listener, config, shutdown))
+                }
+                Service::Chat(config) => {
+                    runtime.block_on(echochat::tokio::run_chat(listener, config, shutdown))
+                }
             }
         }
         #[cfg(feature = "smol")]
         Transport::Smol => match service {
-            Service::Echo { config, .. } => ::smol::block_on(echochat::smol::run_echo(listener, config, shutdown)),
-            Service::Chat(config) => ::smol::block_on(echochat::smol::run_chat(listener, config, shutdown)),
+            Service::Echo { config, .. } => {
+                ::smol::block_on(echochat::smol::run_echo(listener, config, shutdown))
+            }
+            Service::Chat(config) => {
+                ::smol::block_on(echochat::smol::run_chat(listener, config, shutdown))
+            }
         },
         #[allow(unreachable_patterns)]
         other => panic!("transport {other:?} not compiled in"),
@@ -274,7 +313,10 @@ fn start_bin(transport: Transport, service: Service) -> Server {
             command.args(["--max-line", &config.max_line.to_string()]);
             command.args(["--send-queue", &config.send_queue.to_string()]);
             if let Some(idle) = config.idle_timeout {
-                assert!(idle.subsec_nanos() == 0 && idle.as_secs() > 0, "the binary takes whole seconds");
+                assert!(
+                    idle.subsec_nanos() == 0 && idle.as_secs() > 0,
+                    "the binary takes whole seconds"
+                );
                 command.args(["--idle-timeout", &idle.as_secs().to_string()]);
             }
             if let Some(n) = config.max_conns {
@@ -283,7 +325,10 @@ fn start_bin(transport: Transport, service: Service) -> Server {
         }
     }
     command.args(["--addr", "127.0.0.1:0", "--runtime", transport.name()]);
-    command.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::inherit());
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
     let mut child = command.spawn().expect("start the echochat binary");
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
@@ -299,12 +344,20 @@ fn start_bin(transport: Transport, service: Service) -> Server {
             panic!("the binary printed no `listening on` line within {TIMEOUT:?}");
         }
     };
-    let Some(addr) = line.trim_end().strip_prefix("listening on ").and_then(|a| a.parse().ok()) else {
+    let Some(addr) = line
+        .trim_end()
+        .strip_prefix("listening on ")
+        .and_then(|a| a.parse().ok())
+    else {
         let _ = child.kill();
         let status = child.wait();
         panic!("unexpected first stdout line {line:?} (exit: {status:?})");
     };
-    Server { addr, backend: Backend::Bin { child }, stopped: false }
+    Server {
+        addr,
+        backend: Backend::Bin { child },
+        stopped: false,
+    }
 }
 
 #[cfg(not(feature = "cli"))]
@@ -394,8 +447,16 @@ pub fn read_to_close(stream: &mut TcpStream) -> Vec<u8> {
             Ok(0) => return out,
             Ok(n) => out.extend_from_slice(&buf[..n]),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
-                panic!("connection not closed within {TIMEOUT:?} ({} bytes read)", out.len())
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!(
+                    "connection not closed within {TIMEOUT:?} ({} bytes read)",
+                    out.len()
+                )
             }
             Err(_) => return out,
         }
@@ -409,7 +470,12 @@ pub fn closed_at_once(stream: &mut TcpStream) -> bool {
     match stream.read(&mut buf) {
         Ok(0) => true,
         Ok(_) => false,
-        Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
             panic!("connection still open after {TIMEOUT:?}")
         }
         Err(_) => true,
@@ -437,7 +503,11 @@ impl ChatClient {
     pub fn connect(server: &Server) -> Self {
         let mut client = ChatClient::connect_raw(server.connect());
         let welcome = client.expect_line(|l| l.starts_with("* welcome "));
-        client.nick = welcome["* welcome ".len()..].split(',').next().unwrap_or_default().to_string();
+        client.nick = welcome["* welcome ".len()..]
+            .split(',')
+            .next()
+            .unwrap_or_default()
+            .to_string();
         client
     }
 
@@ -445,7 +515,11 @@ impl ChatClient {
     pub fn connect_raw(stream: TcpStream) -> Self {
         stream.set_read_timeout(Some(TIMEOUT)).unwrap();
         let reader = BufReader::new(stream.try_clone().unwrap());
-        ChatClient { stream, reader, nick: String::new() }
+        ChatClient {
+            stream,
+            reader,
+            nick: String::new(),
+        }
     }
 
     /// The socket, e.g. to shut it down.
@@ -455,7 +529,9 @@ impl ChatClient {
 
     /// Sends `line` plus `\n`.
     pub fn send_line(&mut self, line: &str) {
-        self.stream.write_all(format!("{line}\n").as_bytes()).expect("send a chat line");
+        self.stream
+            .write_all(format!("{line}\n").as_bytes())
+            .expect("send a chat line");
     }
 
     /// Sends raw bytes.
@@ -470,7 +546,12 @@ impl ChatClient {
         match self.reader.read_line(&mut line) {
             Ok(0) => None,
             Ok(_) => Some(line.strip_suffix('\n').unwrap_or(&line).to_string()),
-            Err(e) if matches!(e.kind(), io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut) => {
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
                 panic!("no line within {TIMEOUT:?} (partial: {line:?})")
             }
             Err(_) => None,

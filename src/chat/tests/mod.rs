@@ -1,0 +1,135 @@
+//! Unit tests of the chat core, driven through a tiny in-memory harness ([`H`]): no
+//! sockets, simulated time, every output checked against the invariants.
+//!
+//! * [`commands`]: arrival, every row of SPEC §3's command table, the docs example;
+//! * [`limits`]: bad input, departures, send queue, idle timeout, shutdown, and a
+//!   randomized run checking invariants.
+
+use alloc::collections::BTreeMap;
+use alloc::format;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+use bytes::Bytes;
+use core::time::Duration;
+
+use super::*;
+use crate::Instant;
+
+mod commands;
+mod limits;
+
+/// Drives a [`ChatServer`] and records what each connection was sent.
+struct H {
+    s: ChatServer,
+    now: Instant,
+    /// Text received per connection, not yet taken by the test.
+    inbox: BTreeMap<ConnId, String>,
+    /// Raw transmits in order (all of them, for allocation checks).
+    log: Vec<(ConnId, Bytes)>,
+    closed: BTreeMap<ConnId, CloseReason>,
+    /// Report every transmit flushed at once (a fast reader).
+    auto_flush: bool,
+}
+
+impl H {
+    fn new(config: ChatConfig) -> Self {
+        H {
+            s: ChatServer::new(config),
+            now: Instant::ZERO,
+            inbox: BTreeMap::new(),
+            log: Vec::new(),
+            closed: BTreeMap::new(),
+            auto_flush: true,
+        }
+    }
+
+    fn default() -> Self {
+        H::new(ChatConfig::default())
+    }
+
+    fn drain(&mut self) {
+        while let Some(out) = self.s.poll_output() {
+            match out {
+                Output::Transmit { to, bytes } => {
+                    assert!(
+                        !self.closed.contains_key(&to),
+                        "output to {to:?} after its Close"
+                    );
+                    let text = core::str::from_utf8(&bytes).expect("server output is UTF-8");
+                    assert!(text.ends_with('\n'), "whole lines only: {text:?}");
+                    self.inbox.entry(to).or_default().push_str(text);
+                    self.log.push((to, bytes.clone()));
+                    if self.auto_flush {
+                        self.s.handle_flushed(to, bytes.len()).unwrap();
+                    }
+                }
+                Output::Close { id, reason } => {
+                    assert!(
+                        self.closed.insert(id, reason).is_none(),
+                        "{id:?} closed twice"
+                    );
+                    assert!(!self.s.is_open(id));
+                }
+            }
+        }
+        // Invariants after every drain.
+        for id in self.s.conn_ids().collect::<Vec<_>>() {
+            assert!(self.s.queued(id).unwrap() <= self.s.config().send_queue);
+            assert!(!self.closed.contains_key(&id));
+        }
+        let total: usize = self.s.rooms().map(|(_, n)| n).sum();
+        assert_eq!(
+            total,
+            self.s.connections(),
+            "every connection is in exactly one room"
+        );
+    }
+
+    fn open(&mut self) -> ConnId {
+        let id = self.s.handle_open(self.now);
+        self.drain();
+        id
+    }
+
+    /// Opens `n` connections and forgets their welcome traffic.
+    fn open_n(&mut self, n: usize) -> Vec<ConnId> {
+        let ids = (0..n).map(|_| self.open()).collect();
+        self.inbox.clear();
+        ids
+    }
+
+    fn send(&mut self, id: ConnId, data: &str) {
+        self.send_bytes(id, data.as_bytes());
+    }
+
+    fn send_bytes(&mut self, id: ConnId, data: &[u8]) {
+        self.s.handle_data(self.now, id, data).unwrap();
+        self.drain();
+    }
+
+    fn eof(&mut self, id: ConnId) {
+        self.s.handle_peer_closed(self.now, id).unwrap();
+        self.drain();
+    }
+
+    /// Takes everything `id` received so far.
+    fn take(&mut self, id: ConnId) -> String {
+        self.inbox.remove(&id).unwrap_or_default()
+    }
+
+    fn lines(&mut self, id: ConnId) -> Vec<String> {
+        self.take(id).lines().map(ToString::to_string).collect()
+    }
+
+    fn quiet(&mut self, ids: &[ConnId]) {
+        for &id in ids {
+            assert_eq!(self.take(id), "", "{id:?} got unexpected output");
+        }
+    }
+}
+
+fn cfg(f: impl FnOnce(&mut ChatConfig)) -> ChatConfig {
+    let mut c = ChatConfig::default();
+    f(&mut c);
+    c
+}
