@@ -2,6 +2,8 @@
 //! in, in-process (`threads::…`, `tokio::…`, `smol::…`), and a subset through the
 //! `echochat` binary (`bin_threads::…`, …), over real loopback TCP.
 
+#![cfg(feature = "net")]
+
 mod common;
 
 use std::io::{Read, Write};
@@ -34,6 +36,7 @@ conformance_bin!(
     once_serves_one_client,
     udp_datagrams,
     shutdown_with_clients_connected,
+    accept_survives_fd_exhaustion,
 );
 
 fn config() -> EchoServerConfig {
@@ -291,4 +294,30 @@ fn shutdown_with_clients_connected(t: Target) {
         b"pending at shutdown".starts_with(&rest),
         "unexpected bytes {rest:?}"
     );
+}
+
+/// Binary only (the limit applies to the server process): with more clients than
+/// file descriptors, `accept` fails with EMFILE; the server backs off and keeps
+/// serving, and accepts the waiting clients once descriptors are free again.
+fn accept_survives_fd_exhaustion(t: Target) {
+    if !common::have_prlimit() {
+        eprintln!("skipped: `prlimit` (util-linux) is not installed");
+        return;
+    }
+    let mut server = t.with_fd_limit(64).echo(config());
+    let mut clients: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
+    assert_eq!(echo_once(&mut clients[0], b"first\n"), b"first\n");
+    let mut last = clients.pop().unwrap();
+    last.write_all(b"waiting in the backlog\n").unwrap();
+    for mut c in clients.drain(..) {
+        c.shutdown(How::Write).unwrap();
+        read_to_close(&mut c);
+    }
+    let mut back = vec![0; b"waiting in the backlog\n".len()];
+    last.read_exact(&mut back)
+        .expect("the server stopped accepting after EMFILE");
+    assert_eq!(back, b"waiting in the backlog\n");
+    let mut fresh = server.connect();
+    assert_eq!(echo_once(&mut fresh, b"fresh\n"), b"fresh\n");
+    server.stop().expect("server failed");
 }

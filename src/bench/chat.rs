@@ -388,3 +388,21 @@ fn parse(rest: &[u8]) -> Option<(usize, u64, u64)> {
     let sender = usize::try_from(number()?).ok()?;
     Some((sender, number()?, number()?))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse;
+
+    #[test]
+    fn parses_the_bench_header_anywhere_in_a_line() {
+        assert_eq!(parse(b"3 17 123456789 xxxx"), Some((3, 17, 123456789)));
+        assert_eq!(parse(b"3 17 99\r"), Some((3, 17, 99)));
+        assert_eq!(parse(b"3 x 99 "), None);
+        assert_eq!(parse(b"3 17"), None);
+        assert_eq!(
+            parse(b"99999999999999999999 1 1 "),
+            None,
+            "overflow is rejected, not wrapped"
+        );
+    }
+}

@@ -34,3 +34,22 @@ impl Pattern {
         &self.buf[start..start + len.min(MAX_CHUNK)]
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slices_are_continuous_across_the_period() {
+        let p = Pattern::new(7);
+        let whole: Vec<u8> = (0..4 * PERIOD as u64).map(|i| p.at(i, 1)[0]).collect();
+        for offset in [0u64, 1, PERIOD as u64 - 5, 2 * PERIOD as u64 + 3] {
+            let len = MAX_CHUNK;
+            assert_eq!(
+                p.at(offset, len),
+                &whole[offset as usize..offset as usize + len]
+            );
+        }
+        assert_ne!(Pattern::new(8).at(0, 64), p.at(0, 64), "connections differ");
+    }
+}

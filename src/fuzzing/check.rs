@@ -187,6 +187,20 @@ impl ChatChecker {
                 "queued({id:?}) of a closed connection"
             );
         }
+        let mut nicks = alloc::collections::BTreeSet::new();
+        for id in self.open.keys() {
+            let nick = server
+                .nick(*id)
+                .unwrap_or_else(|| panic!("open {id:?} has no nick"));
+            assert!(
+                crate::chat::valid_name(nick),
+                "{id:?} has an invalid nick {nick:?}"
+            );
+            assert!(
+                nicks.insert(nick.to_ascii_lowercase()),
+                "nick {nick:?} is not unique ignoring case"
+            );
+        }
     }
 
     fn state(&self, id: ConnId) -> String {

@@ -22,9 +22,12 @@ pub fn command(data: &[u8]) {
     }
 }
 
-/// `sanitize` removes every forbidden character, replaces each by one `�` and
-/// leaves everything else alone; it is idempotent.
+/// `sanitize` removes every control character but tab (C0 including `\n` and
+/// ESC, DEL, C1), replaces each by one `�` and leaves everything else alone; it is
+/// idempotent.
 pub fn check_sanitize(text: &str) {
+    // Inside one line even `\n` is a control character to replace.
+    let forbidden_char = |c: char| forbidden_char(c) || c == '\n';
     let clean = sanitize(text);
     assert!(
         !clean.chars().any(forbidden_char),

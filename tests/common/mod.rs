@@ -65,6 +65,8 @@ pub struct Target {
     pub transport: Transport,
     /// Library or binary.
     pub via: Via,
+    /// Run the binary under `prlimit --nofile=N` (binary only).
+    pub fd_limit: Option<u32>,
 }
 
 enum Service {
@@ -89,6 +91,15 @@ impl Target {
         }
     }
 
+    /// The same target with at most `n` open files (binary only; needs `prlimit`).
+    pub fn with_fd_limit(self, n: u32) -> Self {
+        assert_eq!(self.via, Via::Bin, "an fd limit needs the binary");
+        Target {
+            fd_limit: Some(n),
+            ..self
+        }
+    }
+
     /// Starts an echo server.
     pub fn echo(self, config: EchoServerConfig) -> Server {
         self.start(Service::Echo { config, udp: false })
@@ -107,7 +118,7 @@ impl Target {
     fn start(self, service: Service) -> Server {
         match self.via {
             Via::Lib => start_lib(self.transport, service),
-            Via::Bin => start_bin(self.transport, service),
+            Via::Bin => start_bin(self.transport, service, self.fd_limit),
         }
     }
 }
@@ -291,9 +302,17 @@ fn run_lib(
 }
 
 #[cfg(feature = "cli")]
-fn start_bin(transport: Transport, service: Service) -> Server {
+fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> Server {
     use std::process::{Command, Stdio};
-    let mut command = Command::new(env!("CARGO_BIN_EXE_echochat"));
+    let binary = env!("CARGO_BIN_EXE_echochat");
+    let mut command = match fd_limit {
+        Some(n) => {
+            let mut command = Command::new("prlimit");
+            command.arg(format!("--nofile={n}:{n}")).arg(binary);
+            command
+        }
+        None => Command::new(binary),
+    };
     match service {
         Service::Echo { config, udp } => {
             command.arg("echo-server");
@@ -361,8 +380,17 @@ fn start_bin(transport: Transport, service: Service) -> Server {
 }
 
 #[cfg(not(feature = "cli"))]
-fn start_bin(_: Transport, _: Service) -> Server {
+fn start_bin(_: Transport, _: Service, _: Option<u32>) -> Server {
     panic!("the binary needs the `cli` feature")
+}
+
+/// Whether `prlimit` (util-linux) can be run.
+pub fn have_prlimit() -> bool {
+    std::process::Command::new("prlimit")
+        .arg("--version")
+        .stdout(std::process::Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 /// Instantiates `fn name(Target)` tests for every transport compiled in, through
