@@ -42,7 +42,8 @@ struct Conn {
 /// * a connection gets nothing after its `Close` (and is closed at most once);
 /// * every transmit is whole, valid UTF-8 lines starting with `<`, `* `, `! ` or
 ///   `(pm) `, with no [forbidden](forbidden_char) character;
-/// * no sender receives its own [token] (except by `/msg` to itself), and tokens from one sender reach each
+/// * no sender receives its own [token] (except by `/msg` to itself, or quoted in
+///   an error line), and tokens from one sender reach each
 ///   recipient in increasing order;
 /// * a connection's queued bytes never exceed `send_queue`, and agree with
 ///   [`ChatServer::queued`] and [`ChatServer::connections`].
@@ -222,6 +223,10 @@ fn check_line(to: ConnId, conn: &mut Conn, line: &str) {
             || line.starts_with("(pm) <"),
         "line to {to:?} has no known prefix: {line:?}"
     );
+    // Error lines (`! unknown command /~3.1`) may quote the recipient's own text.
+    if line.starts_with("! ") {
+        return;
+    }
     if let Some((sender, seq)) = parse_token(line) {
         // `/msg` to one's own nick is delivered (as IRC does); nothing else comes back.
         if !line.starts_with("(pm) ") {

@@ -80,6 +80,7 @@ impl Target {
         Target {
             transport,
             via: Via::Lib,
+            fd_limit: None,
         }
     }
 
@@ -88,6 +89,7 @@ impl Target {
         Target {
             transport,
             via: Via::Bin,
+            fd_limit: None,
         }
     }
 
