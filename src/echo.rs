@@ -101,6 +101,8 @@ pub struct EchoConn {
     end: usize,
     max_pending: usize,
     peer_closed: bool,
+    /// The last read filled all the room offered: the peer sends in bulk.
+    read_was_full: bool,
     received: u64,
 }
 
@@ -114,6 +116,7 @@ impl EchoConn {
             end: 0,
             max_pending,
             peer_closed: false,
+            read_was_full: false,
             received: 0,
         }
     }
@@ -132,6 +135,11 @@ impl EchoConn {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+        }
+        if core::mem::take(&mut self.read_was_full) && self.buf.len() < self.max_pending {
+            // Bulk traffic: grow towards the limit so reads and writes get larger.
+            let len = (self.buf.len() * 2).min(self.max_pending);
+            self.buf.resize(len, 0);
         }
         if self.end == self.buf.len() {
             if self.start > 0 {
@@ -160,6 +168,7 @@ impl EchoConn {
             return Err(EchoError::ReadOverflow { reported: n, room });
         }
         self.end += n;
+        self.read_was_full = n > 0 && n == room;
         self.received += n as u64;
         Ok(())
     }
@@ -289,12 +298,21 @@ mod tests {
     fn buffer_grows_only_under_bulk_traffic() {
         let mut c = EchoConn::new(cfg(64, 4));
         assert_eq!(c.read_buf().len(), 4);
+        c.handle_read(3).unwrap();
+        c.handle_written(3).unwrap();
+        assert_eq!(c.read_buf().len(), 4);
+        assert_eq!(c.buffer_capacity(), 4, "a read that did not fill the buffer: no growth");
         c.handle_read(4).unwrap();
         c.handle_written(4).unwrap();
-        assert_eq!(c.read_buf().len(), 4);
-        assert_eq!(c.buffer_capacity(), 4, "drained buffer is reused, not grown");
-        c.handle_read(4).unwrap();
-        assert_eq!(c.read_buf().len(), 4, "full buffer doubles");
-        assert_eq!(c.buffer_capacity(), 8);
+        assert_eq!(c.read_buf().len(), 8, "a read that filled the buffer doubles it");
+        c.handle_read(8).unwrap();
+        assert_eq!(c.read_buf().len(), 8, "pending bytes kept, room doubled again");
+        assert_eq!(c.buffer_capacity(), 16);
+        for _ in 0..10 {
+            let n = c.read_buf().len();
+            c.handle_read(n).unwrap();
+            c.handle_written(c.pending()).unwrap();
+        }
+        assert_eq!(c.buffer_capacity(), 64, "never past max_pending");
     }
 }

@@ -7,7 +7,6 @@ use alloc::vec::Vec;
 
 use super::*;
 
-use bytes::Bytes;
 use core::time::Duration;
 
 // ----- bad input -----

@@ -6,11 +6,11 @@
 //!   randomized run checking invariants.
 
 use alloc::collections::BTreeMap;
+#[cfg(not(feature = "std"))]
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 use bytes::Bytes;
-use core::time::Duration;
 
 use super::*;
 use crate::Instant;
