@@ -23,16 +23,23 @@ pub struct Permit {
 impl Admission {
     /// At most `max` live connections (`None`: no limit).
     pub fn new(max: Option<usize>) -> Arc<Self> {
-        Arc::new(Admission { live: AtomicUsize::new(0), max })
+        Arc::new(Admission {
+            live: AtomicUsize::new(0),
+            max,
+        })
     }
 
     /// Admits one more connection, or `None` if the limit is reached.
     pub fn try_admit(self: &Arc<Self>) -> Option<Permit> {
         let max = self.max.unwrap_or(usize::MAX);
         self.live
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
             .ok()
-            .map(|_| Permit { admission: Arc::clone(self) })
+            .map(|_| Permit {
+                admission: Arc::clone(self),
+            })
     }
 
     /// Connections admitted and not yet released.

@@ -43,7 +43,10 @@ pub struct EchoConfig {
 
 impl Default for EchoConfig {
     fn default() -> Self {
-        EchoConfig { max_pending: 64 * 1024, initial_buffer: 4 * 1024 }
+        EchoConfig {
+            max_pending: 64 * 1024,
+            initial_buffer: 4 * 1024,
+        }
     }
 }
 
@@ -51,7 +54,10 @@ impl EchoConfig {
     /// The default configuration with another pending-bytes limit (at least 1).
     pub fn with_max_pending(max_pending: usize) -> Self {
         let max_pending = max_pending.max(1);
-        EchoConfig { max_pending, initial_buffer: EchoConfig::default().initial_buffer.min(max_pending) }
+        EchoConfig {
+            max_pending,
+            initial_buffer: EchoConfig::default().initial_buffer.min(max_pending),
+        }
     }
 }
 
@@ -201,7 +207,10 @@ impl EchoConn {
     /// `n` bytes from [`poll_transmit`](Self::poll_transmit) were written.
     pub fn handle_written(&mut self, n: usize) -> Result<(), EchoError> {
         if n > self.pending() {
-            return Err(EchoError::WriteOverflow { reported: n, pending: self.pending() });
+            return Err(EchoError::WriteOverflow {
+                reported: n,
+                pending: self.pending(),
+            });
         }
         self.start += n;
         Ok(())
@@ -238,7 +247,10 @@ mod tests {
     use super::*;
 
     fn cfg(max: usize, initial: usize) -> EchoConfig {
-        EchoConfig { max_pending: max, initial_buffer: initial }
+        EchoConfig {
+            max_pending: max,
+            initial_buffer: initial,
+        }
     }
 
     #[test]
@@ -249,7 +261,9 @@ mod tests {
         let mut fed = 0;
         while out.len() < input.len() {
             if fed < input.len() {
-                fed += c.handle_data(&input[fed..(fed + 7).min(input.len())]).unwrap();
+                fed += c
+                    .handle_data(&input[fed..(fed + 7).min(input.len())])
+                    .unwrap();
             }
             if let Some(p) = c.poll_transmit() {
                 let n = p.len().min(3);
@@ -288,8 +302,20 @@ mod tests {
     #[test]
     fn misuse_is_an_error_not_a_panic() {
         let mut c = EchoConn::new(cfg(8, 8));
-        assert_eq!(c.handle_read(9), Err(EchoError::ReadOverflow { reported: 9, room: 8 }));
-        assert_eq!(c.handle_written(1), Err(EchoError::WriteOverflow { reported: 1, pending: 0 }));
+        assert_eq!(
+            c.handle_read(9),
+            Err(EchoError::ReadOverflow {
+                reported: 9,
+                room: 8
+            })
+        );
+        assert_eq!(
+            c.handle_written(1),
+            Err(EchoError::WriteOverflow {
+                reported: 1,
+                pending: 0
+            })
+        );
         c.handle_peer_closed();
         assert_eq!(c.handle_read(1), Err(EchoError::ReadAfterClose));
     }
@@ -301,12 +327,24 @@ mod tests {
         c.handle_read(3).unwrap();
         c.handle_written(3).unwrap();
         assert_eq!(c.read_buf().len(), 4);
-        assert_eq!(c.buffer_capacity(), 4, "a read that did not fill the buffer: no growth");
+        assert_eq!(
+            c.buffer_capacity(),
+            4,
+            "a read that did not fill the buffer: no growth"
+        );
         c.handle_read(4).unwrap();
         c.handle_written(4).unwrap();
-        assert_eq!(c.read_buf().len(), 8, "a read that filled the buffer doubles it");
+        assert_eq!(
+            c.read_buf().len(),
+            8,
+            "a read that filled the buffer doubles it"
+        );
         c.handle_read(8).unwrap();
-        assert_eq!(c.read_buf().len(), 8, "pending bytes kept, room doubled again");
+        assert_eq!(
+            c.read_buf().len(),
+            8,
+            "pending bytes kept, room doubled again"
+        );
         assert_eq!(c.buffer_capacity(), 16);
         for _ in 0..10 {
             let n = c.read_buf().len();

@@ -44,7 +44,12 @@ pub struct LineFramer {
 impl LineFramer {
     /// A framer accepting lines of at most `max_line` bytes (not counting `\r\n`).
     pub fn new(max_line: usize) -> Self {
-        LineFramer { buf: BytesMut::new(), scanned: 0, max_line, discarding: false }
+        LineFramer {
+            buf: BytesMut::new(),
+            scanned: 0,
+            max_line,
+            discarding: false,
+        }
     }
 
     /// The length limit.
@@ -125,14 +130,24 @@ mod tests {
     use alloc::vec::Vec;
 
     fn all(f: &mut LineFramer) -> Vec<Result<Vec<u8>, LineTooLong>> {
-        core::iter::from_fn(|| f.next_line()).map(|r| r.map(|b| b.to_vec())).collect()
+        core::iter::from_fn(|| f.next_line())
+            .map(|r| r.map(|b| b.to_vec()))
+            .collect()
     }
 
     #[test]
     fn many_lines_in_one_push() {
         let mut f = LineFramer::new(10);
         f.push(b"a\nbb\r\n\nccc\n");
-        assert_eq!(all(&mut f), [Ok(b"a".to_vec()), Ok(b"bb".to_vec()), Ok(b"".to_vec()), Ok(b"ccc".to_vec())]);
+        assert_eq!(
+            all(&mut f),
+            [
+                Ok(b"a".to_vec()),
+                Ok(b"bb".to_vec()),
+                Ok(b"".to_vec()),
+                Ok(b"ccc".to_vec())
+            ]
+        );
         assert_eq!(f.buffered(), 0);
     }
 

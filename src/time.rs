@@ -60,6 +60,9 @@ mod tests {
         let b = a + Duration::from_millis(5);
         assert_eq!(b - a, Duration::from_millis(5));
         assert_eq!(a - b, Duration::ZERO);
-        assert_eq!(Instant::from_duration(Duration::MAX) + Duration::from_secs(1), Instant::from_duration(Duration::MAX));
+        assert_eq!(
+            Instant::from_duration(Duration::MAX) + Duration::from_secs(1),
+            Instant::from_duration(Duration::MAX)
+        );
     }
 }

@@ -19,7 +19,8 @@ use crate::admission::Admission;
 use crate::chat::{ChatConfig, ConnId};
 use crate::echo::{EchoConfig, EchoConn, EchoServerConfig};
 use crate::hub::{
-    grow_read_buf, Event, Hub, NewConn, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES,
+    grow_read_buf, Event, Hub, NewConn, WriteBatch, BATCH, EVENT_QUEUE, FIRST_READ_BUF,
+    MAX_IOSLICES,
 };
 use crate::live::{race, Tracker};
 use crate::net::{core_bug, AcceptBackoff, Listener, ServeError, Shutdown, Sock};
@@ -200,14 +201,7 @@ pub(crate) async fn run_chat<R: Runtime>(
         ));
         R::spawn(chat_writer::<R>(conn, events.clone()));
     };
-    let mut handled = 0u32;
     while !hub.finished() {
-        handled = handled.wrapping_add(1);
-        if handled % 32 == 0 {
-            // `recv_async` does not yield while events are queued: let the readers
-            // and writers run even on a single-threaded executor.
-            R::yield_now().await;
-        }
         let event = match hub.deadline() {
             Some(deadline) => {
                 race(async { Some(inbox.recv_async().await) }, async {
@@ -219,7 +213,21 @@ pub(crate) async fn run_chat<R: Runtime>(
             None => Some(inbox.recv_async().await),
         };
         match event {
-            Some(Ok(event)) => hub.handle(event, &mut spawn),
+            Some(Ok(event)) => {
+                hub.handle(event, &mut spawn);
+                // Everything already waiting, then one flush: one write per recipient.
+                let mut handled = 1;
+                for event in inbox.try_iter().take(BATCH - 1) {
+                    hub.handle(event, &mut spawn);
+                    handled += 1;
+                }
+                hub.flush();
+                if handled == BATCH {
+                    // More may be queued, and `recv_async` does not yield while events
+                    // are: let the readers and writers run even on one thread.
+                    R::yield_now().await;
+                }
+            }
             Some(Err(_)) => break, // cannot happen: `spawn` holds a sender
             None => hub.on_deadline(),
         }
@@ -281,6 +289,7 @@ async fn chat_writer<R: Runtime>(conn: NewConn<R::Stream>, events: Sender<Event<
         sock,
         queue,
         flushed,
+        outstanding,
     } = conn;
     let mut batch = WriteBatch::new();
     let failed = loop {
@@ -303,6 +312,7 @@ async fn chat_writer<R: Runtime>(conn: NewConn<R::Stream>, events: Sender<Event<
             Ok(0) | Err(_) => break true,
             Ok(n) => {
                 batch.advance(n);
+                outstanding.written(n);
                 if flushed.send((id, n)).is_err() {
                     break false;
                 }

@@ -10,12 +10,19 @@
 //! drains before every event: behind a flood of `Data` events in the bounded
 //! channel, late flush reports would make fast readers look slow to the core's
 //! send-queue accounting (and get them dropped). That channel holds at most one
-//! report per write syscall of data the hub itself queued. The hub executes the core's outputs:
-//! a [`Output::Transmit`] goes into the connection's unbounded writer queue (the
-//! core bounds it in bytes and drops slow readers), so the owner never waits on a
-//! socket; a [`Output::Close`] drops that queue (the writer drains it, then shuts
-//! the socket down) or, when the reason says not to flush, shuts the socket down
-//! at once.
+//! report per write syscall of data the hub itself queued.
+//!
+//! Outputs are batched: [`Hub::handle`] only collects each connection's
+//! [`Output::Transmit`]s; the transport handles every event already waiting, then
+//! calls [`Hub::flush`], so a flood costs one write per recipient per batch, not
+//! one per line. A flush first tries a non-blocking write straight from the owner
+//! ([`Sock::try_write_now`]) when that connection's writer has nothing in flight
+//! (its `outstanding` byte count is zero, so byte order is kept), reports what it
+//! wrote to the core at once, and puts only the rest into the connection's
+//! unbounded writer queue (the core bounds it in bytes and drops slow readers):
+//! the owner never waits on a socket. A [`Output::Close`] hands what is collected
+//! to the writer and drops the queue (the writer drains it, then shuts the socket
+//! down) or, when the reason says not to flush, shuts the socket down at once.
 //!
 //! Shutdown: [`Event::Shutdown`] calls `core.shutdown()` (everyone gets
 //! `* server shutting down`), writers flush for at most [`SHUTDOWN_GRACE`], then
@@ -24,6 +31,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::io::IoSlice;
 use std::net::Shutdown as How;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
@@ -48,6 +56,11 @@ pub(crate) fn grow_read_buf(buf: &mut Vec<u8>, filled: usize) {
 }
 /// Most buffers in one vectored write.
 pub(crate) const MAX_IOSLICES: usize = 64;
+/// Most events a transport handles before it calls [`Hub::flush`].
+pub(crate) const BATCH: usize = EVENT_QUEUE;
+/// Most bytes the hub collects for one connection before it flushes (less with a
+/// small send queue: an eighth of it), so batching never makes a reader look slow.
+const MAX_COLLECT: usize = 32 * 1024;
 
 /// Something happened that the owner must hear about.
 pub(crate) enum Event<S> {
@@ -75,12 +88,49 @@ pub(crate) struct NewConn<S> {
     pub(crate) queue: flume::Receiver<Bytes>,
     /// Where the writer reports `(id, bytes written)` after every write.
     pub(crate) flushed: flume::Sender<(ConnId, usize)>,
+    /// Bytes handed to the writer and not written yet: the writer subtracts what
+    /// it wrote (after the write) with [`Outstanding::written`].
+    pub(crate) outstanding: Outstanding,
+}
+
+/// Bytes in a writer's hands (queued or being written); zero means the owner may
+/// write to the socket itself without reordering anything.
+#[derive(Clone, Default)]
+pub(crate) struct Outstanding(Arc<AtomicUsize>);
+
+impl Outstanding {
+    /// The writer wrote `n` of the bytes it was handed.
+    pub(crate) fn written(&self, n: usize) {
+        self.0.fetch_sub(n, Ordering::Release);
+    }
+
+    fn is_zero(&self) -> bool {
+        self.0.load(Ordering::Acquire) == 0
+    }
+
+    fn handed(&self, n: usize) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
 }
 
 struct Conn<S> {
     writes: flume::Sender<Bytes>,
     sock: Arc<S>,
     writer_done: bool,
+    /// Transmits collected since the last [`Hub::flush`].
+    pending: WriteBatch,
+    outstanding: Outstanding,
+}
+
+impl<S: Sock> Conn<S> {
+    /// Hands everything collected to the writer.
+    fn hand_to_writer(&mut self) {
+        while let Some(bytes) = self.pending.pop() {
+            self.outstanding.handed(bytes.len());
+            // Fails only if the writer is gone; its WriterDone tells the core.
+            let _ = self.writes.send(bytes);
+        }
+    }
 }
 
 /// The owner of the chat core.
@@ -94,6 +144,11 @@ pub(crate) struct Hub<S> {
     done: bool,
     flushed_tx: flume::Sender<(ConnId, usize)>,
     flushed_rx: flume::Receiver<(ConnId, usize)>,
+    /// Connections with collected transmits (each once).
+    dirty: Vec<ConnId>,
+    /// Flush at the end of the current event: a connection collected this many bytes.
+    flush_at: usize,
+    must_flush: bool,
 }
 
 impl<S: Sock> Hub<S> {
@@ -108,6 +163,9 @@ impl<S: Sock> Hub<S> {
             closing: HashMap::new(),
             grace: None,
             done: false,
+            dirty: Vec::new(),
+            flush_at: (config.send_queue / 8).clamp(1, MAX_COLLECT),
+            must_flush: false,
         }
     }
 
@@ -140,6 +198,8 @@ impl<S: Sock> Hub<S> {
     }
 
     /// Handles one event. `spawn` must start the new connection's reader and writer.
+    /// Call [`flush`](Self::flush) after the last event already waiting (and at
+    /// most [`BATCH`] events after the first one).
     pub(crate) fn handle(&mut self, event: Event<S>, spawn: &mut impl FnMut(NewConn<S>)) {
         self.drain_flushed();
         let now = self.now();
@@ -152,11 +212,13 @@ impl<S: Sock> Hub<S> {
                 }
                 let id = self.core.handle_open(now);
                 let (writes, queue) = flume::unbounded();
+                let outstanding = Outstanding::default();
                 spawn(NewConn {
                     id,
                     sock: Arc::clone(&sock),
                     queue,
                     flushed: self.flushed_tx.clone(),
+                    outstanding: outstanding.clone(),
                 });
                 self.open.insert(
                     id,
@@ -164,6 +226,8 @@ impl<S: Sock> Hub<S> {
                         writes,
                         sock,
                         writer_done: false,
+                        pending: WriteBatch::default(),
+                        outstanding,
                     },
                 );
                 Ok(())
@@ -195,6 +259,10 @@ impl<S: Sock> Hub<S> {
         };
         check(result);
         self.execute();
+        if self.must_flush {
+            // Collecting more would make a fast reader look slow to the core.
+            self.flush();
+        }
     }
 
     /// The deadline passed: run the core's timers, or end the shutdown grace period.
@@ -214,7 +282,36 @@ impl<S: Sock> Hub<S> {
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
             self.execute();
+            self.flush();
         }
+    }
+
+    /// Writes (or hands to the writers) every transmit collected by
+    /// [`handle`](Self::handle) since the last flush.
+    pub(crate) fn flush(&mut self) {
+        self.must_flush = false;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for id in dirty.drain(..) {
+            let Some(conn) = self.open.get_mut(&id) else {
+                continue;
+            };
+            if conn.outstanding.is_zero() && !conn.writer_done {
+                // The writer has nothing in flight: write from here, without waiting.
+                while !conn.pending.is_empty() {
+                    let written = {
+                        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+                        let k = conn.pending.slices(&mut slices);
+                        conn.sock.try_write_now(&slices[..k])
+                    };
+                    // Errors (other than a full buffer) are left to the writer to meet.
+                    let Ok(n @ 1..) = written else { break };
+                    conn.pending.advance(n);
+                    check(self.core.handle_flushed(id, n));
+                }
+            }
+            conn.hand_to_writer();
+        }
+        self.dirty = dirty;
     }
 
     /// Drains the core's outputs.
@@ -222,15 +319,19 @@ impl<S: Sock> Hub<S> {
         while let Some(output) = self.core.poll_output() {
             match output {
                 Output::Transmit { to, bytes } => {
-                    if let Some(conn) = self.open.get(&to) {
-                        // Fails only if the writer is gone; its WriterDone tells the core.
-                        let _ = conn.writes.send(bytes);
+                    if let Some(conn) = self.open.get_mut(&to) {
+                        if conn.pending.is_empty() {
+                            self.dirty.push(to);
+                        }
+                        conn.pending.push(bytes);
+                        self.must_flush |= conn.pending.len() >= self.flush_at;
                     }
                 }
                 Output::Close { id, reason } => {
-                    let Some(conn) = self.open.remove(&id) else {
+                    let Some(mut conn) = self.open.remove(&id) else {
                         continue;
                     };
+                    conn.hand_to_writer();
                     if !reason.flush() {
                         let _ = conn.sock.shutdown(How::Both);
                     }
@@ -254,14 +355,18 @@ fn check(result: Result<(), ChatError>) {
 }
 
 /// A writer's pending `Bytes`, written with one vectored write at a time.
+#[derive(Default)]
 pub(crate) struct WriteBatch {
     queue: VecDeque<Bytes>,
+    /// Bytes in `queue`.
+    len: usize,
 }
 
 impl WriteBatch {
     pub(crate) fn new() -> Self {
         WriteBatch {
             queue: VecDeque::with_capacity(MAX_IOSLICES),
+            len: 0,
         }
     }
 
@@ -269,10 +374,23 @@ impl WriteBatch {
         self.queue.is_empty()
     }
 
+    /// Bytes queued.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
     pub(crate) fn push(&mut self, bytes: Bytes) {
         if !bytes.is_empty() {
+            self.len += bytes.len();
             self.queue.push_back(bytes);
         }
+    }
+
+    /// Takes the first buffer out.
+    fn pop(&mut self) -> Option<Bytes> {
+        let bytes = self.queue.pop_front()?;
+        self.len -= bytes.len();
+        Some(bytes)
     }
 
     /// Takes what is already queued without waiting, up to [`MAX_IOSLICES`] buffers.
@@ -297,6 +415,7 @@ impl WriteBatch {
 
     /// `n` bytes were written.
     pub(crate) fn advance(&mut self, mut n: usize) {
+        self.len = self.len.saturating_sub(n);
         while n > 0 {
             let Some(front) = self.queue.front_mut() else {
                 return;

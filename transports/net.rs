@@ -12,7 +12,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::net::{SocketAddr, TcpListener, ToSocketAddrs, UdpSocket};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -250,11 +250,36 @@ impl Drop for HookGuard {
 pub(crate) trait Sock: Send + Sync + 'static {
     /// `shutdown(2)` on the socket.
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
+
+    /// One vectored write that never blocks (`WouldBlock` when the socket buffer is
+    /// full), callable from any thread while a reader is blocked on the socket. The
+    /// chat hub uses it to write directly when a connection's writer is idle. The
+    /// default always says `WouldBlock`: everything then goes through the writer.
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        let _ = bufs;
+        Err(io::ErrorKind::WouldBlock.into())
+    }
 }
 
 impl Sock for std::net::TcpStream {
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         std::net::TcpStream::shutdown(self, how)
+    }
+
+    /// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` on the blocking socket (Linux only:
+    /// `O_NONBLOCK` would be shared with the blocked reader; elsewhere: `WouldBlock`).
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        #[cfg(target_os = "linux")]
+        {
+            /// `MSG_DONTWAIT | MSG_NOSIGNAL` on Linux (every architecture).
+            const FLAGS: i32 = 0x40 | 0x4000;
+            socket2::SockRef::from(self).send_vectored_with_flags(bufs, FLAGS)
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = bufs;
+            Err(io::ErrorKind::WouldBlock.into())
+        }
     }
 }
 

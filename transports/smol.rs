@@ -54,6 +54,11 @@ impl Sock for Async<TcpStream> {
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         self.get_ref().shutdown(how)
     }
+
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        // The socket is non-blocking (async-io set it so).
+        (&*self.get_ref()).write_vectored(bufs)
+    }
 }
 
 impl Runtime for Smol {

@@ -31,7 +31,8 @@ use crate::admission::Admission;
 use crate::chat::{ChatConfig, ConnId};
 use crate::echo::{EchoConfig, EchoConn, EchoServerConfig};
 use crate::hub::{
-    grow_read_buf, Event, Hub, NewConn, WriteBatch, EVENT_QUEUE, FIRST_READ_BUF, MAX_IOSLICES,
+    grow_read_buf, Event, Hub, NewConn, WriteBatch, BATCH, EVENT_QUEUE, FIRST_READ_BUF,
+    MAX_IOSLICES,
 };
 use crate::live::Tracker;
 use crate::net::{core_bug, AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
@@ -235,7 +236,14 @@ pub fn run_chat(
             None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match event {
-            Ok(event) => hub.handle(event, &mut spawn),
+            Ok(event) => {
+                hub.handle(event, &mut spawn);
+                // Everything already waiting, then one flush: one write per recipient.
+                for event in inbox.try_iter().take(BATCH - 1) {
+                    hub.handle(event, &mut spawn);
+                }
+                hub.flush();
+            }
             Err(RecvTimeoutError::Timeout) => hub.on_deadline(),
             Err(RecvTimeoutError::Disconnected) => break,
         }
@@ -294,6 +302,7 @@ fn chat_writer(conn: NewConn<TcpStream>, events: &Sender<Event<TcpStream>>) {
         sock,
         queue,
         flushed,
+        outstanding,
     } = conn;
     let mut batch = WriteBatch::new();
     let failed = loop {
@@ -313,6 +322,7 @@ fn chat_writer(conn: NewConn<TcpStream>, events: &Sender<Event<TcpStream>>) {
             Ok(0) => break true,
             Ok(n) => {
                 batch.advance(n);
+                outstanding.written(n);
                 if flushed.send((id, n)).is_err() {
                     break false;
                 }

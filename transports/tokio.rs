@@ -53,6 +53,7 @@ impl Sock for tokio::net::TcpStream {
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         socket2::SockRef::from(self).shutdown(how)
     }
+
 }
 
 impl Runtime for Tokio {

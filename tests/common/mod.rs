@@ -615,3 +615,39 @@ impl ChatClient {
         let _ = self.stream.shutdown(How::Write);
     }
 }
+
+impl ChatClient {
+    /// The next line as raw bytes, without its `\n` (`None`: the server closed the
+    /// connection). For checking exact bytes (e.g. that no ESC reached a client).
+    /// Panics when nothing arrives within [`TIMEOUT`].
+    pub fn read_raw_line(&mut self) -> Option<Vec<u8>> {
+        let mut line = Vec::new();
+        match self.reader.read_until(b'\n', &mut line) {
+            Ok(0) => None,
+            Ok(_) => {
+                if line.last() == Some(&b'\n') {
+                    line.pop();
+                }
+                Some(line)
+            }
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                panic!("no line within {TIMEOUT:?} (partial: {line:?})")
+            }
+            Err(_) => None,
+        }
+    }
+
+    /// Closes the connection abruptly: `SO_LINGER` 0, then close, so the kernel
+    /// sends a TCP reset (RST) instead of a FIN.
+    pub fn reset(self) {
+        socket2::SockRef::from(&self.stream)
+            .set_linger(Some(Duration::ZERO))
+            .expect("set SO_LINGER 0");
+        drop(self);
+    }
+}
