@@ -451,4 +451,28 @@ mod tests {
         b.advance(3);
         assert!(b.is_empty());
     }
+
+    #[test]
+    fn batch_counts_its_bytes() {
+        let mut b = WriteBatch::default();
+        b.push(Bytes::from_static(b"abc"));
+        b.push(Bytes::from_static(b"defg"));
+        assert_eq!(b.len(), 7);
+        b.advance(4);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.pop().as_deref(), Some(&b"efg"[..]));
+        assert_eq!(b.len(), 0);
+        assert!(b.pop().is_none());
+    }
+
+    #[test]
+    fn outstanding_is_zero_once_everything_handed_is_written() {
+        let o = Outstanding::default();
+        assert!(o.is_zero());
+        o.handed(10);
+        o.written(4);
+        assert!(!o.is_zero());
+        o.written(6);
+        assert!(o.is_zero());
+    }
 }

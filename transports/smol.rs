@@ -57,7 +57,7 @@ impl Sock for Async<TcpStream> {
 
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         // The socket is non-blocking (async-io set it so).
-        (&*self.get_ref()).write_vectored(bufs)
+        self.get_ref().write_vectored(bufs)
     }
 }
 

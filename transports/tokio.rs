@@ -54,6 +54,9 @@ impl Sock for tokio::net::TcpStream {
         socket2::SockRef::from(self).shutdown(how)
     }
 
+    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+        self.try_write_vectored(bufs)
+    }
 }
 
 impl Runtime for Tokio {
@@ -78,23 +81,34 @@ impl Runtime for Tokio {
     }
 
     async fn read(stream: &Self::Stream, buf: &mut [u8]) -> io::Result<usize> {
-        loop {
-            stream.readable().await?;
+        // `poll_read_ready` (the socket's reader-waker slot, as `AsyncRead` uses) is
+        // cheaper than the `readable()` future (a waiter list entry per wait).
+        std::future::poll_fn(|cx| loop {
+            std::task::ready!(stream.poll_read_ready(cx))?;
             match stream.try_read(buf) {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+                result => return std::task::Poll::Ready(result),
             }
-        }
+        })
+        .await
     }
 
     async fn write_vectored(stream: &Self::Stream, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        loop {
-            stream.writable().await?;
-            match stream.try_write_vectored(bufs) {
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
-                result => return result,
+        // Try first (a socket is writable almost always); wait only on a full buffer.
+        std::future::poll_fn(|cx| loop {
+            // One buffer (the echo loop): plain write(2), cheaper than writev(2).
+            let written = match bufs {
+                [one] => stream.try_write(one),
+                _ => stream.try_write_vectored(bufs),
+            };
+            match written {
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    std::task::ready!(stream.poll_write_ready(cx))?;
+                }
+                result => return std::task::Poll::Ready(result),
             }
-        }
+        })
+        .await
     }
 
     async fn recv_from(udp: &Self::Udp, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
