@@ -10,9 +10,11 @@
 //!   buffer is full [`EchoConn::wants_read`] is false and the transport must stop
 //!   reading until some of it is written (a client that does not read its echoes
 //!   stalls only itself).
-//! * **Small when idle**: the buffer starts at [`EchoConfig::initial_buffer`] bytes
-//!   and doubles (up to the limit) only when a read fills it, so thousands of idle
-//!   connections stay cheap and bulk transfers still get large reads.
+//! * **Small when idle**: no buffer until the first [`EchoConn::read_buf`] (a
+//!   transport that can wait for readability first keeps silent connections at zero
+//!   bytes); then [`EchoConfig::initial_buffer`] bytes, doubling (up to the limit)
+//!   only when a read fills all the room offered, so thousands of idle connections
+//!   stay cheap and bulk transfers still get large reads.
 //! * **Half-close**: after [`EchoConn::handle_peer_closed`] everything pending is
 //!   still transmitted, then [`EchoConn::poll_close`] says to close.
 //!
@@ -106,6 +108,8 @@ pub struct EchoConn {
     start: usize,
     end: usize,
     max_pending: usize,
+    /// Size of the first buffer, allocated on the first `read_buf`.
+    initial_buffer: usize,
     peer_closed: bool,
     /// The last read filled all the room offered: the peer sends in bulk.
     read_was_full: bool,
@@ -117,7 +121,8 @@ impl EchoConn {
     pub fn new(config: EchoConfig) -> Self {
         let max_pending = config.max_pending.max(1);
         EchoConn {
-            buf: vec![0; config.initial_buffer.clamp(1, max_pending)],
+            buf: Vec::new(),
+            initial_buffer: config.initial_buffer.clamp(1, max_pending),
             start: 0,
             end: 0,
             max_pending,
@@ -141,6 +146,10 @@ impl EchoConn {
         if self.start == self.end {
             self.start = 0;
             self.end = 0;
+        }
+        if self.buf.is_empty() {
+            // First read: allocate only now, so a connection that never sends costs nothing.
+            self.buf = vec![0; self.initial_buffer];
         }
         if core::mem::take(&mut self.read_was_full) && self.buf.len() < self.max_pending {
             // Bulk traffic: grow towards the limit so reads and writes get larger.
@@ -231,7 +240,8 @@ impl EchoConn {
         self.end - self.start
     }
 
-    /// Size of the buffer currently allocated (grows with bulk traffic, never past the limit).
+    /// Size of the buffer currently allocated: 0 before the first
+    /// [`read_buf`](Self::read_buf), then growing with bulk traffic, never past the limit.
     pub fn buffer_capacity(&self) -> usize {
         self.buf.len()
     }
@@ -303,6 +313,15 @@ mod tests {
     fn misuse_is_an_error_not_a_panic() {
         let mut c = EchoConn::new(cfg(8, 8));
         assert_eq!(
+            c.handle_read(1),
+            Err(EchoError::ReadOverflow {
+                reported: 1,
+                room: 0
+            }),
+            "no room before read_buf offers some"
+        );
+        assert_eq!(c.read_buf().len(), 8);
+        assert_eq!(
             c.handle_read(9),
             Err(EchoError::ReadOverflow {
                 reported: 9,
@@ -323,6 +342,11 @@ mod tests {
     #[test]
     fn buffer_grows_only_under_bulk_traffic() {
         let mut c = EchoConn::new(cfg(64, 4));
+        assert_eq!(
+            c.buffer_capacity(),
+            0,
+            "nothing allocated before the first read"
+        );
         assert_eq!(c.read_buf().len(), 4);
         c.handle_read(3).unwrap();
         c.handle_written(3).unwrap();

@@ -139,6 +139,9 @@ pub(crate) async fn run_echo<R: Runtime>(
     Ok(())
 }
 
+/// Bytes of an echo connection's first read, before the core allocates its buffer.
+const FIRST_READ: usize = 512;
+
 /// One echo client: write back everything pending, then read more.
 async fn echo_conn<R: Runtime>(stream: &R::Stream, config: EchoConfig) -> io::Result<()> {
     let mut conn = EchoConn::new(config);
@@ -152,6 +155,22 @@ async fn echo_conn<R: Runtime>(stream: &R::Stream, config: EchoConfig) -> io::Re
         }
         if conn.poll_close() {
             return Ok(());
+        }
+        if conn.buffer_capacity() == 0 {
+            // Until a client sends, wait with a small buffer in the task itself: the
+            // core allocates its buffer only for bytes that arrived, so thousands of
+            // idle connections stay cheap (readiness alone can be spurious).
+            let mut first = [0u8; FIRST_READ];
+            let first = &mut first[..FIRST_READ.min(config.max_pending)];
+            match R::read(stream, first).await? {
+                0 => conn.handle_peer_closed(),
+                // An empty connection takes up to `max_pending` bytes: all of these.
+                n => {
+                    let taken = conn.handle_data(&first[..n]).map_err(core_bug)?;
+                    debug_assert_eq!(taken, n);
+                }
+            }
+            continue;
         }
         let n = R::read(stream, conn.read_buf()).await?;
         if n == 0 {
