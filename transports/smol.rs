@@ -34,6 +34,7 @@ pub async fn run_echo(
     config: EchoServerConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    start_global_executor().await;
     aio::run_echo::<Smol>(listener, config, shutdown).await
 }
 
@@ -44,7 +45,15 @@ pub async fn run_chat(
     config: ChatConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    start_global_executor().await;
     aio::run_chat::<Smol>(listener, config, shutdown).await
+}
+
+/// Starts smol's global executor before serving: its first task (async-process's
+/// SIGCHLD reaper) opens a pipe, and panics in smol's thread if that first happens
+/// when clients have used up every file descriptor. Runs once; later calls are free.
+async fn start_global_executor() {
+    smol::spawn(async {}).await;
 }
 
 /// smol as an [`aio::Runtime`].
