@@ -12,7 +12,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, resolve, BenchError, Common, IO_TIMEOUT};
+use super::{connect, connect_all, resolve, BenchError, Common, IO_TIMEOUT};
 
 /// `bench chat` arguments.
 #[derive(Debug, clap::Args)]
@@ -115,45 +115,15 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
 
     // Connect everyone and wait for each one's first server line (the welcome): from
     // then on the client is in the room and will get every later broadcast.
-    let mut errors = Errors::default();
-    let mut first_error = None;
-    let limit = Arc::new(tokio::sync::Semaphore::new(64));
-    let joins: Vec<_> = (0..clients)
-        .map(|i| {
-            let limit = Arc::clone(&limit);
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let (rd, wr) = connect(addr).await?.into_split();
-                let mut rd = BufReader::with_capacity(64 * 1024, rd);
-                let mut line = Vec::new();
-                // A server without a greeting gets a short settle instead.
-                let _ =
-                    tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line))
-                        .await;
-                Ok::<_, std::io::Error>((i, rd, wr))
-            })
-        })
-        .collect();
-    let mut conns = Vec::with_capacity(clients);
-    for j in joins {
-        match j.await {
-            Ok(Ok(c)) => conns.push(c),
-            Ok(Err(e)) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-            Err(e) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    if conns.is_empty() {
-        return Err(BenchError::NoConnection {
-            addr,
-            reason: first_error.unwrap_or_default(),
-        });
-    }
+    let (conns, mut errors) = connect_all(addr, clients, 64, |i| async move {
+        let (rd, wr) = connect(addr).await?.into_split();
+        let mut rd = BufReader::with_capacity(64 * 1024, rd);
+        let mut line = Vec::new();
+        // A server without a greeting gets a short settle instead.
+        let _ = tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line)).await;
+        Ok((i, rd, wr))
+    })
+    .await?;
     let connected = conns.len() as u64;
     let per_receiver = (connected - 1) * args.msgs;
     let expected = connected * per_receiver;

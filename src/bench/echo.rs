@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::pattern::{Pattern, MAX_CHUNK};
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, resolve, BenchError, Common, IO_TIMEOUT};
+use super::{connect, connect_all, resolve, BenchError, Common, IO_TIMEOUT};
 
 /// `bench echo` arguments.
 #[derive(Debug, clap::Args)]
@@ -137,7 +137,11 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
     }
     let duration = Duration::from_secs_f64(args.duration);
 
-    let (streams, mut errors) = connect_all(addr, conns).await?;
+    // At most 256 connecting at once; fails only if none worked.
+    let (streams, mut errors) = connect_all(addr, conns, 256, |i| async move {
+        connect(addr).await.map(|s| (i, s))
+    })
+    .await?;
     let connected = streams.len();
     let progress = Progress::new(args.common.json, duration.as_secs().max(1), "s");
     let start = Instant::now();
@@ -193,46 +197,6 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
         errors,
     };
     report::emit(&report, args.common.json)
-}
-
-/// Opens `n` connections (at most 256 connecting at once); fails only if none worked.
-async fn connect_all(
-    addr: SocketAddr,
-    n: usize,
-) -> Result<(Vec<(usize, TcpStream)>, Errors), BenchError> {
-    let limit = Arc::new(tokio::sync::Semaphore::new(256));
-    let tasks: Vec<_> = (0..n)
-        .map(|i| {
-            let limit = Arc::clone(&limit);
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                connect(addr).await.map(|s| (i, s))
-            })
-        })
-        .collect();
-    let mut streams = Vec::with_capacity(n);
-    let mut errors = Errors::default();
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok(s)) => streams.push(s),
-            Ok(Err(e)) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-            Err(e) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-        }
-    }
-    if streams.is_empty() {
-        return Err(BenchError::NoConnection {
-            addr,
-            reason: first_error.unwrap_or_default(),
-        });
-    }
-    Ok((streams, errors))
 }
 
 /// Runs `fut` with the I/O timeout, as an `io::Result`.

@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, resolve, BenchError, Common};
+use super::{connect, connect_all, resolve, BenchError, Common};
 
 /// `bench idle` arguments.
 #[derive(Debug, clap::Args)]
@@ -91,48 +91,26 @@ pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
     }
     let rss_before = args.server_pid.and_then(vm_rss_kib);
     let progress = Progress::new(args.common.json, args.conns as u64, "connections");
-    let limit = Arc::new(tokio::sync::Semaphore::new(args.parallel.max(1)));
     let start = Instant::now();
-    let tasks: Vec<_> = (0..args.conns)
-        .map(|_| {
-            let limit = Arc::clone(&limit);
-            let counter = Arc::clone(&progress.counter);
-            tokio::spawn(async move {
-                let _permit = limit.acquire_owned().await;
-                let t = Instant::now();
-                let s = connect(addr).await;
-                counter.fetch_add(1, Ordering::Relaxed);
-                s.map(|s| (s, t.elapsed()))
-            })
-        })
-        .collect();
-    let mut streams: Vec<TcpStream> = Vec::with_capacity(args.conns);
-    let mut hist = report::histogram();
-    let mut errors = Errors::default();
-    let mut first_error = None;
-    for t in tasks {
-        match t.await {
-            Ok(Ok((s, took))) => {
-                report::record(&mut hist, took);
-                streams.push(s);
-            }
-            Ok(Err(e)) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
-            Err(e) => {
-                errors.connect += 1;
-                first_error.get_or_insert(e.to_string());
-            }
+    let counter = &progress.counter;
+    let connected = connect_all(addr, args.conns, args.parallel, |_| {
+        let counter = Arc::clone(counter);
+        async move {
+            let t = Instant::now();
+            let s = connect(addr).await;
+            counter.fetch_add(1, Ordering::Relaxed);
+            s.map(|s| (s, t.elapsed()))
         }
-    }
+    })
+    .await;
     let connect_total = start.elapsed();
     progress.finish();
-    if streams.is_empty() && args.conns > 0 {
-        return Err(BenchError::NoConnection {
-            addr,
-            reason: first_error.unwrap_or_default(),
-        });
+    let (conns, mut errors) = connected?;
+    let mut hist = report::histogram();
+    let mut streams: Vec<TcpStream> = Vec::with_capacity(conns.len());
+    for (s, took) in conns {
+        report::record(&mut hist, took);
+        streams.push(s);
     }
     tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
     let rss_held = args.server_pid.and_then(vm_rss_kib);

@@ -130,6 +130,54 @@ fn resolve(addr: &str) -> Result<SocketAddr, BenchError> {
 /// How long one read, write or connect may take before the connection counts as failed.
 const IO_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Runs `n` connection attempts (`attempt(i)`, each run once a slot is free), at
+/// most `parallel` at once, and keeps those that worked, in order; failures are
+/// counted in the returned [`Errors`]. Fails only if `n > 0` and none worked.
+async fn connect_all<T, Fut>(
+    addr: SocketAddr,
+    n: usize,
+    parallel: usize,
+    attempt: impl Fn(usize) -> Fut,
+) -> Result<(Vec<T>, report::Errors), BenchError>
+where
+    T: Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<T>> + Send + 'static,
+{
+    let limit = std::sync::Arc::new(tokio::sync::Semaphore::new(parallel.max(1)));
+    let tasks: Vec<_> = (0..n)
+        .map(|i| {
+            let limit = std::sync::Arc::clone(&limit);
+            let attempt = attempt(i);
+            tokio::spawn(async move {
+                let _permit = limit.acquire_owned().await;
+                attempt.await
+            })
+        })
+        .collect();
+    let mut connected = Vec::with_capacity(n);
+    let mut errors = report::Errors::default();
+    let mut first_error = None;
+    for task in tasks {
+        let failure = match task.await {
+            Ok(Ok(conn)) => {
+                connected.push(conn);
+                continue;
+            }
+            Ok(Err(e)) => e.to_string(),
+            Err(e) => e.to_string(),
+        };
+        errors.connect += 1;
+        first_error.get_or_insert(failure);
+    }
+    if connected.is_empty() && n > 0 {
+        return Err(BenchError::NoConnection {
+            addr,
+            reason: first_error.unwrap_or_default(),
+        });
+    }
+    Ok((connected, errors))
+}
+
 /// Connects with `TCP_NODELAY` (each request is sent whole and waited for: Nagle
 /// would add a delayed-ACK wait to every round trip).
 async fn connect(addr: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
