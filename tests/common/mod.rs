@@ -141,6 +141,8 @@ enum Backend {
     },
     Bin {
         child: std::process::Child,
+        /// Copies the server's stderr to ours; returns whether it reported a panic.
+        stderr: Option<thread::JoinHandle<bool>>,
     },
 }
 
@@ -168,7 +170,7 @@ impl Server {
                 }
                 result
             }
-            Backend::Bin { child } => {
+            Backend::Bin { child, stderr } => {
                 let deadline = Instant::now() + timeout;
                 let status = loop {
                     // Polling a child's exit status: no other portable wait-with-deadline.
@@ -180,7 +182,11 @@ impl Server {
                     }
                     thread::sleep(Duration::from_millis(10));
                 };
-                if status.success() {
+                // The pipe closes when the server exits: its whole stderr has been seen.
+                let panicked = stderr.take().is_some_and(|t| t.join().unwrap_or(true));
+                if panicked {
+                    Err("the server panicked (see its stderr above)".to_string())
+                } else if status.success() {
                     Ok(())
                 } else {
                     Err(format!("server exited with {status}"))
@@ -199,7 +205,7 @@ impl Server {
         }
         match &mut self.backend {
             Backend::Lib { shutdown, .. } => shutdown.trigger(),
-            Backend::Bin { child } => {
+            Backend::Bin { child, .. } => {
                 let status = std::process::Command::new("kill")
                     .args(["-TERM", &child.id().to_string()])
                     .status()
@@ -219,7 +225,7 @@ impl Drop for Server {
         if self.stopped {
             return;
         }
-        if let Backend::Bin { child } = &mut self.backend {
+        if let Backend::Bin { child, .. } = &mut self.backend {
             let _ = child.kill();
             let _ = child.wait();
             return;
@@ -349,8 +355,18 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
+        .stderr(Stdio::piped());
     let mut child = command.spawn().expect("start the echochat binary");
+    let server_stderr = child.stderr.take().unwrap();
+    let stderr = thread::spawn(move || {
+        let mut panicked = false;
+        for line in BufReader::new(server_stderr).lines() {
+            let Ok(line) = line else { break };
+            panicked |= line.contains("panicked");
+            eprintln!("{line}");
+        }
+        panicked
+    });
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
     thread::spawn(move || {
@@ -376,7 +392,10 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
     };
     Server {
         addr,
-        backend: Backend::Bin { child },
+        backend: Backend::Bin {
+            child,
+            stderr: Some(stderr),
+        },
         stopped: false,
     }
 }
