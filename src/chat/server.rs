@@ -21,6 +21,8 @@ use super::text::{sanitize, valid_name};
 use crate::framing::{LineFramer, LineTooLong};
 use crate::Instant;
 
+mod commands;
+
 /// A connection's identity: issued by [`ChatServer::handle_open`], monotonic, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
@@ -152,17 +154,6 @@ fn line(args: fmt::Arguments<'_>) -> Bytes {
     buf.extend_from_slice(b"\n");
     buf.freeze()
 }
-
-/// `/help`: one line per command, shared by every request (no allocation).
-const HELP: &[u8] = "* /nick NAME — change your nick\n\
-* /join ROOM — leave your room and enter #ROOM (created if needed)\n\
-* /who — list the members of your room\n\
-* /rooms — list the rooms and their sizes\n\
-* /msg NICK text — send a private message\n\
-* /me text — an action, shown as * nick text\n\
-* /quit [reason] — leave the server\n\
-* /help — this list (start a message with // to send a line starting with /)\n"
-    .as_bytes();
 
 /// Identity of a room while it exists (monotonic, never reused).
 type RoomId = u64;
@@ -620,144 +611,5 @@ impl ChatServer {
         while let Some(id) = self.sink.doomed.pop_front() {
             self.remove(id, "send queue exceeded", CloseReason::SendQueueExceeded);
         }
-    }
-
-    fn handle_line(&mut self, id: ConnId, item: Result<Bytes, LineTooLong>) {
-        let raw = match item {
-            Ok(raw) => raw,
-            Err(e) => return self.error(id, format_args!("{e}")),
-        };
-        if raw.is_empty() {
-            return;
-        }
-        let Ok(text) = core::str::from_utf8(&raw) else {
-            return self.error(id, format_args!("invalid utf-8"));
-        };
-        let text = sanitize(text);
-        self.handle_command(id, Command::parse(&text));
-    }
-
-    fn handle_command(&mut self, id: ConnId, cmd: Command<'_>) {
-        let Some(conn) = self.sink.conns.get(&id) else {
-            return;
-        };
-        let room = conn.room;
-        match cmd {
-            Command::Say(text) => {
-                let msg = line(format_args!("<{}> {}", conn.nick, text));
-                self.broadcast(room, Some(id), &msg);
-            }
-            Command::Me(text) => {
-                let msg = line(format_args!("* {} {}", conn.nick, text));
-                self.broadcast(room, Some(id), &msg);
-            }
-            Command::Nick(name) => self.rename(id, name),
-            Command::Join(name) => self.join(id, name),
-            Command::Who => self.who(id, room),
-            Command::Rooms => self.list_rooms(id),
-            Command::Msg { to, text } => match self.nicks.get(&to.to_ascii_lowercase()) {
-                Some(&target) => {
-                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
-                    self.sink.transmit(target, msg);
-                }
-                None => self.error(id, format_args!("no such nick {to}")),
-            },
-            Command::Quit(reason) => {
-                self.sink.transmit(id, Bytes::from_static(b"* bye\n"));
-                if self.sink.alive(id) {
-                    self.remove(id, reason.unwrap_or("quit"), CloseReason::Quit);
-                }
-            }
-            Command::Help => self.sink.transmit(id, Bytes::from_static(HELP)),
-            Command::Usage(usage) => self.error(id, format_args!("usage: {usage}")),
-            Command::Unknown(word) => self.error(id, format_args!("unknown command {word}")),
-        }
-    }
-
-    fn rename(&mut self, id: ConnId, name: &str) {
-        if !valid_name(name) {
-            return self.error(id, format_args!("invalid nick"));
-        }
-        let Some(conn) = self.sink.conns.get_mut(&id) else {
-            return;
-        };
-        let key = name.to_ascii_lowercase();
-        match self.nicks.get(&key) {
-            Some(&owner) if owner != id => {
-                return self.error(id, format_args!("nick {name} is taken"))
-            }
-            _ if conn.nick == name => {
-                let msg = line(format_args!("* you are already {name}"));
-                return self.sink.transmit(id, msg);
-            }
-            _ => {}
-        }
-        let old = core::mem::replace(&mut conn.nick, String::from(name));
-        let room = conn.room;
-        self.nicks.remove(&old.to_ascii_lowercase());
-        self.nicks.insert(key, id);
-        let notice = line(format_args!("* {old} is now known as {name}"));
-        self.broadcast(room, None, &notice);
-    }
-
-    fn join(&mut self, id: ConnId, name: &str) {
-        let name = name.strip_prefix('#').unwrap_or(name);
-        if !valid_name(name) {
-            return self.error(id, format_args!("invalid room"));
-        }
-        let Some(conn) = self.sink.conns.get(&id) else {
-            return;
-        };
-        let old = conn.room;
-        if self.room_index.get(&name.to_ascii_lowercase()) == Some(&old) {
-            let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
-            return self
-                .sink
-                .transmit(id, line(format_args!("! already in {shown}")));
-        }
-        let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
-        let notice = line(format_args!("* {} left {}", conn.nick, shown));
-        self.exit_room(id, old, &notice);
-        let new = self.room_for(name);
-        if let Some(conn) = self.sink.conns.get_mut(&id) {
-            conn.room = new;
-        }
-        self.enter_room(id, new, true);
-    }
-
-    fn who(&mut self, id: ConnId, room: RoomId) {
-        let Some(r) = self.rooms.get(&room) else {
-            return;
-        };
-        let mut nicks: Vec<&str> = r
-            .members
-            .iter()
-            .filter_map(|m| self.sink.conns.get(m))
-            .map(|c| c.nick.as_str())
-            .collect();
-        nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
-        let mut buf = BytesMut::new();
-        let _ = write!(buf, "* in {}: ", r.name);
-        for (i, nick) in nicks.iter().enumerate() {
-            if i > 0 {
-                buf.extend_from_slice(b", ");
-            }
-            buf.extend_from_slice(nick.as_bytes());
-        }
-        buf.extend_from_slice(b"\n");
-        self.sink.transmit(id, buf.freeze());
-    }
-
-    fn list_rooms(&mut self, id: ConnId) {
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(b"* rooms: ");
-        for (i, (name, n)) in self.rooms().enumerate() {
-            if i > 0 {
-                buf.extend_from_slice(b", ");
-            }
-            let _ = write!(buf, "{name} ({n})");
-        }
-        buf.extend_from_slice(b"\n");
-        self.sink.transmit(id, buf.freeze());
     }
 }
