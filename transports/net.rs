@@ -343,6 +343,24 @@ mod tests {
     use super::*;
 
     #[test]
+    fn binds_ipv6_loopback_when_the_machine_has_it() {
+        let l = match Listener::bind("[::1]:0", true) {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("skipped: no IPv6 loopback here ({e})");
+                return;
+            }
+        };
+        let addr = l.local_addr().unwrap();
+        assert!(addr.is_ipv6());
+        assert_eq!(l.udp.as_ref().unwrap().local_addr().unwrap(), addr);
+        let client = std::net::TcpStream::connect(addr).unwrap();
+        let (accepted, peer) = l.tcp.accept().unwrap();
+        assert_eq!(peer, client.local_addr().unwrap());
+        drop(accepted);
+    }
+
+    #[test]
     fn bind_error_names_the_address() {
         let first = Listener::bind("127.0.0.1:0", false).unwrap();
         let addr = first.local_addr().unwrap().to_string();
