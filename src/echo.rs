@@ -1,4 +1,5 @@
-//! The echo service (RFC 862) as a per-connection state machine.
+//! The echo service (RFC 862): a per-connection state machine ([`EchoConn`]) and
+//! the server's lifecycle ([`EchoServer`]: admission, `--once`, the shutdown drain).
 //!
 //! An [`EchoConn`] owns one connection's pending bytes: what was received and not
 //! yet written back. The transport reads straight into [`EchoConn::read_buf`]
@@ -32,6 +33,12 @@
 
 use alloc::vec;
 use alloc::vec::Vec;
+use core::time::Duration;
+
+mod server;
+
+pub use crate::chat::ConnId;
+pub use server::{EchoAction, EchoServer};
 
 /// Limits of one echo connection.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -63,8 +70,9 @@ impl EchoConfig {
     }
 }
 
-/// Server-wide echo settings, honoured identically by every transport.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// Server-wide echo settings, honoured identically by every transport (they are
+/// decided by [`EchoServer`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct EchoServerConfig {
     /// Per-connection limits.
@@ -73,6 +81,20 @@ pub struct EchoServerConfig {
     pub max_conns: Option<usize>,
     /// Serve a single TCP client, then return (`--once`).
     pub once: bool,
+    /// After shutdown, how long clients may take to get their pending echoes before
+    /// their sockets are closed anyway (default 2 s).
+    pub shutdown_grace: Duration,
+}
+
+impl Default for EchoServerConfig {
+    fn default() -> Self {
+        EchoServerConfig {
+            conn: EchoConfig::default(),
+            max_conns: None,
+            once: false,
+            shutdown_grace: Duration::from_secs(2),
+        }
+    }
 }
 
 /// The caller broke the [`EchoConn`] protocol (a transport bug, never the peer's).
@@ -130,6 +152,11 @@ impl EchoConn {
             read_was_full: false,
             received: 0,
         }
+    }
+
+    /// The pending-bytes limit.
+    pub fn max_pending(&self) -> usize {
+        self.max_pending
     }
 
     /// Whether the transport should read more from the peer now.

@@ -3,13 +3,16 @@
 //! TCP echo ([RFC 862]) and a line-based chat service, built as a **sans-IO core**
 //! plus **pluggable transports**.
 //!
-//! * The core ([`echo`], [`chat`], [`framing`], [`time`], [`admission`]) holds every
+//! * The core ([`echo`], [`chat`], [`framing`], [`time`]) holds every
 //!   protocol decision: framing, limits, backpressure, timeouts, notices and errors.
 //!   It performs no I/O, reads no clock and spawns nothing: bytes and the current
 //!   time go in, bytes to send and connections to close come out. It is `no_std`
 //!   (with `alloc`) when built with `--no-default-features`.
 //! * Each transport (`threads`, `tokio`, `smol`, one cargo feature each) owns
-//!   sockets, tasks or threads and timers, and executes what the core decides.
+//!   sockets, tasks or threads and timers, and executes what the core decides,
+//!   through a driver layer that is sans-IO too. Any async runtime plugs in through
+//!   the public [`runtime::Runtime`] trait; [`runtime::RuntimeKind`] picks a
+//!   built-in one by name at run time.
 //!
 //! Pick the runtime you already use:
 //!
@@ -24,7 +27,6 @@
 
 extern crate alloc;
 
-pub mod admission;
 pub mod chat;
 pub mod echo;
 pub mod framing;
@@ -38,30 +40,17 @@ pub mod fuzzing;
 #[cfg(any(test, feature = "sim"))]
 pub mod sim;
 
-#[cfg(feature = "net")]
-#[path = "../transports/net.rs"]
-pub mod net;
+#[cfg(feature = "driver")]
+#[path = "../transports/mod.rs"]
+mod transports;
 
-#[cfg(feature = "net")]
-#[path = "../transports/live.rs"]
-mod live;
-
-#[cfg(feature = "net")]
-#[path = "../transports/hub.rs"]
-mod hub;
-
-#[cfg(any(feature = "tokio", feature = "smol"))]
-#[path = "../transports/aio.rs"]
-mod aio;
-
-#[cfg(feature = "threads")]
-#[path = "../transports/threads.rs"]
-pub mod threads;
-
-#[cfg(feature = "tokio")]
-#[path = "../transports/tokio.rs"]
-pub mod tokio;
-
+#[cfg(feature = "driver")]
+pub(crate) use transports::driver;
 #[cfg(feature = "smol")]
-#[path = "../transports/smol.rs"]
-pub mod smol;
+pub use transports::smol;
+#[cfg(feature = "threads")]
+pub use transports::threads;
+#[cfg(feature = "tokio")]
+pub use transports::tokio;
+#[cfg(feature = "net")]
+pub use transports::{net, runtime};

@@ -1,4 +1,4 @@
-//! The `echochat` command line (SPEC §1): echo and chat servers on a chosen
+//! The `echochat` command line (flags in the README): echo and chat servers on a chosen
 //! runtime, matching clients, and the `bench` load generator.
 //!
 //! Everything lives in [`cli`]; this file only turns its outcome into an exit code.

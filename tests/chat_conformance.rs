@@ -257,14 +257,16 @@ fn max_conns_server_full(t: Target) {
     config.max_conns = Some(2);
     let server = t.chat(config);
     let mut a = ChatClient::connect(&server);
-    let b = ChatClient::connect(&server);
+    let mut b = ChatClient::connect(&server);
     let mut extra = ChatClient::connect_raw(server.connect());
     assert_eq!(extra.read_line().as_deref(), Some("! server full"));
     assert!(extra.expect_close().is_empty());
-    // The others are undisturbed; once one leaves, a newcomer is admitted.
+    // The others are undisturbed; once one has left and its socket is closed (a
+    // closing connection still counts against --max-conns), a newcomer is admitted.
     a.send_line("still here");
     b.shutdown_write();
     a.expect_line(|l| l.starts_with(&format!("* {} left (", b.nick)));
+    b.expect_close();
     let mut c = ChatClient::connect(&server);
     c.send_line("/who");
     c.expect_line(|l| l.starts_with("* in #lobby: "));

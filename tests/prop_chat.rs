@@ -58,6 +58,7 @@ fn event() -> impl Strategy<Value = ChatEvent> {
         4 => (0u8..8, any::<u16>()).prop_map(|(conn, n)| ChatEvent::Flushed { conn, n }),
         1 => (0u8..8).prop_map(ChatEvent::PeerClosed),
         1 => (0u8..8).prop_map(ChatEvent::Reset),
+        1 => (0u8..8).prop_map(ChatEvent::SocketClosed),
         2 => (0u16..200).prop_map(ChatEvent::Advance),
         1 => Just(ChatEvent::Bogus),
     ]

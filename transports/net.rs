@@ -1,6 +1,5 @@
 //! What every socket transport shares: binding ([`Listener`]), the stop signal
-//! ([`Shutdown`]), errors ([`ServeError`]), the accept back-off policy and the
-//! shutdown grace period.
+//! ([`Shutdown`]), errors ([`ServeError`]) and the accept back-off policy.
 //!
 //! ```no_run
 //! use echochat::net::{Listener, Shutdown};
@@ -21,10 +20,6 @@ use std::time::Duration;
 use event_listener::{Event, Listener as _};
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// How long a stopping server keeps flushing to its clients before it closes
-/// whatever is left (SPEC §1: "flushes what it can within 2 s").
-pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(2);
-
 /// Listen backlog of every listener: the OS default of 128 overflows when
 /// thousands of clients connect at once.
 pub const LISTEN_BACKLOG: i32 = 1024;
@@ -34,15 +29,23 @@ pub const LISTEN_BACKLOG: i32 = 1024;
 #[non_exhaustive]
 pub enum ServeError {
     /// The address could not be bound.
-    #[error("cannot bind {addr}: {source}")]
+    /// The message carries the cause, so it is not also given as `source()` (error
+    /// reporters that walk the chain would print it twice).
+    #[error("cannot bind {addr}: {reason}")]
     Bind {
         /// The address asked for.
         addr: String,
         /// Why.
-        source: std::io::Error,
+        reason: std::io::Error,
+    },
+    /// The runtime asked for is not compiled into this build.
+    #[error("the {runtime} runtime is not compiled in (enable the `{runtime}` feature)")]
+    RuntimeUnavailable {
+        /// Its name.
+        runtime: String,
     },
     /// Any other I/O failure of the server itself (never a single client's).
-    #[error("{0}")]
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -63,9 +66,9 @@ impl Listener {
     /// The error names the address and the reason, e.g.
     /// `cannot bind 127.0.0.1:12345: Address already in use (os error 98)`.
     pub fn bind(addr: &str, udp: bool) -> Result<Listener, ServeError> {
-        let fail = |source| ServeError::Bind {
+        let fail = |reason| ServeError::Bind {
             addr: addr.to_string(),
-            source,
+            reason,
         };
         let mut last = None;
         for candidate in addr.to_socket_addrs().map_err(fail)? {
@@ -126,7 +129,8 @@ struct Hooks {
 /// A cloneable "stop now" signal for servers, usable from threads and async code.
 ///
 /// Every server holding a clone stops accepting, tells its clients, flushes for at
-/// most [`SHUTDOWN_GRACE`], and returns.
+/// most its shutdown grace (`ChatConfig::close_grace`, `EchoServerConfig::shutdown_grace`;
+/// 2 s by default), and returns.
 #[derive(Clone, Default)]
 pub struct Shutdown {
     inner: Arc<Inner>,
@@ -245,23 +249,7 @@ impl Drop for HookGuard {
     }
 }
 
-/// A socket a transport can shut down from any thread or task (to stop a reader,
-/// wake a blocked writer, or close a connection the core dropped).
-pub(crate) trait Sock: Send + Sync + 'static {
-    /// `shutdown(2)` on the socket.
-    fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()>;
-
-    /// One vectored write that never blocks (`WouldBlock` when the socket buffer is
-    /// full), callable from any thread while a reader is blocked on the socket. The
-    /// chat hub uses it to write directly when a connection's writer is idle. The
-    /// default always says `WouldBlock`: everything then goes through the writer.
-    fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
-        let _ = bufs;
-        Err(io::ErrorKind::WouldBlock.into())
-    }
-}
-
-impl Sock for std::net::TcpStream {
+impl crate::driver::Sock for std::net::TcpStream {
     fn shutdown(&self, how: std::net::Shutdown) -> io::Result<()> {
         std::net::TcpStream::shutdown(self, how)
     }
@@ -331,11 +319,6 @@ impl AcceptBackoff {
         }
         Some(delay)
     }
-}
-
-/// Maps a core protocol error (a transport bug, never a peer's doing) to I/O.
-pub(crate) fn core_bug(error: impl std::error::Error + Send + Sync + 'static) -> io::Error {
-    io::Error::other(error)
 }
 
 #[cfg(test)]

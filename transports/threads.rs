@@ -23,19 +23,24 @@ use std::io::{self, IoSlice, Read, Write};
 use std::net::{Shutdown as How, SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::sync::Arc;
 use std::thread;
+use std::time::Instant as StdInstant;
 
-use bytes::Bytes;
+use event_listener::Listener as _;
 use flume::{RecvTimeoutError, Sender};
 
-use crate::admission::Admission;
-use crate::chat::{ChatConfig, ConnId};
-use crate::echo::{EchoConfig, EchoConn, EchoServerConfig};
-use crate::hub::{
-    grow_read_buf, Event, Hub, NewConn, WriteBatch, BATCH, EVENT_QUEUE, FIRST_READ_BUF,
-    MAX_IOSLICES,
-};
-use crate::live::Tracker;
-use crate::net::{core_bug, AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
+use crate::chat::ChatConfig;
+use crate::driver::conn::{ConnReader, ReadStep, WriteStep, MAX_IOSLICES};
+use crate::driver::echo::{EchoHub, EchoIo, EchoStep};
+use crate::driver::hub::{Event, Hub, NewConn, EVENT_QUEUE};
+use crate::driver::Clock;
+use crate::echo::{EchoConfig, EchoServerConfig};
+use crate::net::{AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
+use crate::Instant;
+
+/// The clock edge of this transport: the one place it reads the time.
+fn now(clock: &Clock) -> Instant {
+    clock.instant(StdInstant::now())
+}
 
 /// Serves the echo service on `listener` until `shutdown` is triggered (or, with
 /// `config.once`, until the first client is served). Blocks the calling thread.
@@ -44,6 +49,7 @@ pub fn run_echo(
     config: EchoServerConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    let clock = Clock::starting_at(StdInstant::now());
     let Listener { tcp, udp } = listener;
     let tcp = Arc::new(tcp);
     // Stops the UDP thread when this function returns, whatever the reason.
@@ -52,35 +58,21 @@ pub fn run_echo(
         Some(udp) => Some(spawn_udp_echo(udp, &udp_stop)?),
         None => None,
     };
-    let _wake_accept = wake_accept_on(&shutdown, &tcp);
-    let tracker = Tracker::new();
+    let wake_accept = wake_accept_on(&shutdown, &tcp);
+    let hub = EchoHub::new(config);
     let _wake_waiters = {
-        let tracker = Arc::clone(&tracker);
-        shutdown.on_trigger(move || tracker.wake())
+        let hub = Arc::clone(&hub);
+        shutdown.on_trigger(move || hub.wake())
     };
-    let admission = Admission::new(config.max_conns);
-    let mut backoff = AcceptBackoff::default();
-    while !shutdown.is_triggered() {
-        let stream = match tcp.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                if shutdown.is_triggered() {
-                    break;
-                }
-                if let Some(delay) = backoff.failure(&e) {
-                    shutdown.wait_timeout(delay);
-                }
-                continue;
-            }
+    let mut acceptor = Acceptor::new(&tcp, &shutdown);
+    while hub.is_accepting() {
+        let Some(stream) = acceptor.next() else {
+            break;
         };
-        backoff.success();
-        let Some(permit) = admission.try_admit() else {
-            let _ = stream.shutdown(How::Both);
+        let stream = Arc::new(stream);
+        let Some(admitted) = hub.admit(now(&clock), &stream) else {
             continue;
         };
-        let _ = stream.set_nodelay(true);
-        let stream = Arc::new(stream);
-        let tracked = tracker.insert(Arc::clone(&stream));
         let conn_config = config.conn;
         let spawned = thread::Builder::new()
             .name("echo-conn".into())
@@ -89,19 +81,28 @@ pub fn run_echo(
                     log::debug!("echo connection ended: {e}");
                 }
                 // Free the slot before the client can see the close.
-                drop(permit);
-                drop(tracked);
+                drop(admitted);
                 let _ = stream.shutdown(How::Both);
             });
         if let Err(e) = spawned {
+            // The closure (and with it the socket and its slot) was dropped.
             log::warn!("cannot start a connection thread: {e}");
         }
-        if config.once {
-            tracker.wait_blocking(None, || shutdown.is_triggered());
+    }
+    drop(wake_accept);
+    drop(tcp);
+    loop {
+        let change = hub.listen();
+        let Some(deadline) = hub.step(now(&clock), shutdown.is_triggered()) else {
             break;
+        };
+        match deadline {
+            Some(deadline) => {
+                change.wait_deadline(clock.deadline(deadline));
+            }
+            None => change.wait(),
         }
     }
-    tracker.drain_blocking();
     udp_stop.trigger();
     if let Some(handle) = udp_thread {
         let _ = handle.join();
@@ -109,32 +110,61 @@ pub fn run_echo(
     Ok(())
 }
 
-/// One echo client, blocking: write back everything pending, then read more.
+/// One echo client, blocking: the [`EchoIo`] steps.
 fn echo_conn(stream: &TcpStream, config: EchoConfig) -> io::Result<()> {
-    let mut conn = EchoConn::new(config);
+    let mut io = EchoIo::new(config);
     loop {
-        while let Some(pending) = conn.poll_transmit() {
-            let n = match (&*stream).write(pending) {
-                Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
-            };
-            conn.handle_written(n).map_err(core_bug)?;
+        match io.next() {
+            EchoStep::Write => {
+                let result = (&*stream).write(io.pending());
+                io.on_written(result)?;
+            }
+            EchoStep::Read => {
+                let result = (&*stream).read(io.read_buf());
+                io.on_read(result)?;
+            }
+            EchoStep::Close => return Ok(()),
         }
-        if conn.poll_close() {
-            return Ok(());
+    }
+}
+
+/// Blocking accepts with the shared back-off policy until `shutdown` is triggered.
+struct Acceptor<'a> {
+    tcp: &'a TcpListener,
+    shutdown: &'a Shutdown,
+    backoff: AcceptBackoff,
+}
+
+impl<'a> Acceptor<'a> {
+    fn new(tcp: &'a TcpListener, shutdown: &'a Shutdown) -> Self {
+        Acceptor {
+            tcp,
+            shutdown,
+            backoff: AcceptBackoff::default(),
         }
-        let n = match (&*stream).read(conn.read_buf()) {
-            Ok(n) => n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(e),
-        };
-        if n == 0 {
-            conn.handle_peer_closed();
-        } else {
-            conn.handle_read(n).map_err(core_bug)?;
+    }
+
+    /// The next accepted stream (`TCP_NODELAY` set), or `None` once `shutdown` is
+    /// triggered (its hook wakes a blocked `accept`).
+    fn next(&mut self) -> Option<TcpStream> {
+        while !self.shutdown.is_triggered() {
+            match self.tcp.accept() {
+                Ok((stream, _)) => {
+                    self.backoff.success();
+                    let _ = stream.set_nodelay(true);
+                    return Some(stream);
+                }
+                Err(e) => {
+                    if self.shutdown.is_triggered() {
+                        break;
+                    }
+                    if let Some(delay) = self.backoff.failure(&e) {
+                        self.shutdown.wait_timeout(delay);
+                    }
+                }
+            }
         }
+        None
     }
 }
 
@@ -203,6 +233,7 @@ pub fn run_chat(
     config: ChatConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
+    let clock = Clock::starting_at(StdInstant::now());
     let tcp = Arc::new(listener.tcp);
     let _wake_accept = wake_accept_on(&shutdown, &tcp);
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
@@ -211,40 +242,47 @@ pub fn run_chat(
         let shutdown = shutdown.clone();
         thread::Builder::new()
             .name("chat-accept".into())
-            .spawn(move || accept_chat(&tcp, &events, &shutdown))?
+            .spawn(move || {
+                let mut acceptor = Acceptor::new(&tcp, &shutdown);
+                while let Some(stream) = acceptor.next() {
+                    if events.send(Event::Accepted(stream)).is_err() {
+                        return;
+                    }
+                }
+                let _ = events.send(Event::Shutdown);
+            })?
     };
     let mut hub = Hub::new(config);
     let mut spawn = |conn: NewConn<TcpStream>| {
-        let reader = {
-            let (id, sock, events) = (conn.id, Arc::clone(&conn.sock), events.clone());
-            thread::Builder::new()
-                .name("chat-read".into())
-                .spawn(move || chat_reader(id, &sock, &events))
-        };
+        let NewConn {
+            sock,
+            reader,
+            writer,
+        } = conn;
+        let read_sock = Arc::clone(&sock);
+        let read_events = events.clone();
+        let reader = thread::Builder::new()
+            .name("chat-read".into())
+            .spawn(move || chat_reader(reader, &read_sock, &read_events));
         let events = events.clone();
         let writer = thread::Builder::new()
             .name("chat-write".into())
-            .spawn(move || chat_writer(conn, &events));
+            .spawn(move || chat_writer(writer, &sock, &events));
         if let Err(e) = reader.and(writer) {
             // The connection is shut down by whichever thread did start, or never served.
             log::warn!("cannot start a connection thread: {e}");
         }
     };
     while !hub.finished() {
-        let event = match hub.deadline() {
-            Some(deadline) => inbox.recv_deadline(deadline),
+        let event = match hub.poll_timeout() {
+            Some(deadline) => inbox.recv_deadline(clock.deadline(deadline)),
             None => inbox.recv().map_err(|_| RecvTimeoutError::Disconnected),
         };
         match event {
-            Ok(event) => {
-                hub.handle(event, &mut spawn);
-                // Everything already waiting, then one flush: one write per recipient.
-                for event in inbox.try_iter().take(BATCH - 1) {
-                    hub.handle(event, &mut spawn);
-                }
-                hub.flush();
+            Ok(first) => {
+                hub.handle_batch(now(&clock), first, inbox.try_iter(), &mut spawn);
             }
-            Err(RecvTimeoutError::Timeout) => hub.on_deadline(),
+            Err(RecvTimeoutError::Timeout) => hub.handle_timeout(now(&clock)),
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
@@ -252,85 +290,41 @@ pub fn run_chat(
     Ok(())
 }
 
-fn accept_chat(tcp: &TcpListener, events: &Sender<Event<TcpStream>>, shutdown: &Shutdown) {
-    let mut backoff = AcceptBackoff::default();
-    while !shutdown.is_triggered() {
-        match tcp.accept() {
-            Ok((stream, _)) => {
-                backoff.success();
-                let _ = stream.set_nodelay(true);
-                if events.send(Event::Accepted(stream)).is_err() {
-                    return;
-                }
-            }
-            Err(e) => {
-                if shutdown.is_triggered() {
-                    break;
-                }
-                if let Some(delay) = backoff.failure(&e) {
-                    shutdown.wait_timeout(delay);
-                }
-            }
-        }
-    }
-    let _ = events.send(Event::Shutdown);
-}
-
-fn chat_reader(id: ConnId, sock: &TcpStream, events: &Sender<Event<TcpStream>>) {
-    let mut buf = vec![0u8; FIRST_READ_BUF];
+fn chat_reader(mut reader: ConnReader, sock: &TcpStream, events: &Sender<Event<TcpStream>>) {
     loop {
-        let event = match (&*sock).read(&mut buf) {
-            Ok(0) => Event::Eof(id),
-            Ok(n) => {
-                let data = Bytes::copy_from_slice(&buf[..n]);
-                grow_read_buf(&mut buf, n);
-                Event::Data(id, data)
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            Err(_) => Event::ReadError(id),
+        let result = (&*sock).read(reader.buf());
+        let (event, last) = match reader.on_read(result) {
+            ReadStep::Send(event) => (event, false),
+            ReadStep::Last(event) => (event, true),
+            ReadStep::Retry => continue,
         };
-        let last = !matches!(event, Event::Data(..));
         if events.send(event).is_err() || last {
             return;
         }
     }
 }
 
-fn chat_writer(conn: NewConn<TcpStream>, events: &Sender<Event<TcpStream>>) {
-    let NewConn {
-        id,
-        sock,
-        queue,
-        flushed,
-        outstanding,
-    } = conn;
-    let mut batch = WriteBatch::new();
-    let failed = loop {
-        if batch.is_empty() {
-            match queue.recv() {
-                Ok(bytes) => batch.push(bytes),
-                Err(_) => break false, // closed by the core: everything was written
+fn chat_writer(
+    mut writer: crate::driver::conn::ConnWriter,
+    sock: &TcpStream,
+    events: &Sender<Event<TcpStream>>,
+) {
+    loop {
+        match writer.next() {
+            WriteStep::NeedBytes => match writer.queue().recv() {
+                Ok(bytes) => writer.push(bytes),
+                Err(_) => writer.queue_closed(),
+            },
+            WriteStep::Write => {
+                let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+                let k = writer.slices(&mut slices);
+                let result = (&*sock).write_vectored(&slices[..k]);
+                writer.written(result);
             }
+            WriteStep::Done => break,
         }
-        batch.fill(&queue);
-        if batch.is_empty() {
-            continue;
-        }
-        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
-        let k = batch.slices(&mut slices);
-        match (&*sock).write_vectored(&slices[..k]) {
-            Ok(0) => break true,
-            Ok(n) => {
-                batch.advance(n);
-                outstanding.written(n);
-                if flushed.send((id, n)).is_err() {
-                    break false;
-                }
-            }
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(_) => break true,
-        }
-    };
+    }
+    // Tell the core first: the client must not see the close before the core does.
+    let _ = events.send(writer.done_event());
     let _ = sock.shutdown(How::Both);
-    let _ = events.send(Event::WriterDone(id, failed));
 }

@@ -1,8 +1,8 @@
-//! The chat service (SPEC §3) as one sans-IO state machine for the whole server.
+//! The chat service (`docs/PROTOCOL.md`) as one sans-IO state machine for the whole server.
 //!
 //! [`ChatServer`] owns every connection, nick and room. The transport tells it what
 //! happened (`handle_open`, `handle_data`, `handle_flushed`, `handle_peer_closed`,
-//! `handle_reset`, `handle_timeout`, `shutdown`), then drains
+//! `handle_reset`, `handle_closed`, `handle_timeout`, `shutdown`), then drains
 //! [`ChatServer::poll_output`] and executes each [`Output`]: send these bytes to
 //! that connection, or close it. Time comes in as an [`Instant`](crate::Instant).
 //!
@@ -11,13 +11,16 @@
 //! * after `handle_timeout(now)`, `poll_timeout()` is `None` or later than `now`;
 //! * a broadcast is encoded once: every recipient's [`Output::Transmit`] holds a
 //!   clone of the same [`bytes::Bytes`] (a reference-count bump, no copy);
-//! * once a connection is closed ([`Output::Close`]) it gets no more output, and
-//!   late events the transport reports for it are ignored;
+//! * once a connection is closed ([`Output::Close`]) it gets no more output but a
+//!   possible [`Output::Abort`] (its grace for flushing ran out), and late events the
+//!   transport reports for it are ignored; report its socket closed with
+//!   `handle_closed`;
+//! * after `shutdown(now)`, the driver may return once `is_finished()` is true.
 //! * outputs for one connection come in order: its `Close` follows its last
 //!   `Transmit`; execute them in the order polled.
 //!
 //! The user-visible protocol (commands, notices, errors, limits) is written up in
-//! `docs/PROTOCOL.md`; the decisions SPEC §3 leaves open are listed on [`ChatServer`].
+//! `docs/PROTOCOL.md`; the finer decisions are listed on [`ChatServer`].
 //!
 //! ```
 //! use echochat::chat::{ChatConfig, ChatServer, Output};

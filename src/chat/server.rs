@@ -27,7 +27,7 @@ mod commands;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ConnId(pub u64);
 
-/// Limits of the chat service (SPEC §1 flags).
+/// Limits of the chat service (the `chat-server` flags in the README).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ChatConfig {
@@ -38,8 +38,14 @@ pub struct ChatConfig {
     /// Drop clients silent for this long (`--idle-timeout`, default off).
     /// `Some(Duration::ZERO)` also means off, like `--idle-timeout 0`.
     pub idle_timeout: Option<Duration>,
-    /// Most simultaneous clients (`--max-conns`, default unlimited).
+    /// Most simultaneous clients (`--max-conns`, default unlimited). Connections
+    /// still flushing after their close count too.
     pub max_conns: Option<usize>,
+    /// How long a closed connection may take to flush what is queued for it (after
+    /// `/quit`, EOF, idle timeout, a refusal, or shutdown) before the core asks for its
+    /// socket to be closed anyway ([`Output::Abort`]). This is also the shutdown grace
+    /// period. Default 2 s.
+    pub close_grace: Duration,
 }
 
 impl ChatConfig {
@@ -66,6 +72,12 @@ impl ChatConfig {
         self.max_conns = max_conns;
         self
     }
+
+    /// This configuration with another `close_grace`.
+    pub fn with_close_grace(mut self, close_grace: Duration) -> Self {
+        self.close_grace = close_grace;
+        self
+    }
 }
 
 impl Default for ChatConfig {
@@ -75,6 +87,7 @@ impl Default for ChatConfig {
             send_queue: 256 * 1024,
             idle_timeout: None,
             max_conns: None,
+            close_grace: Duration::from_secs(2),
         }
     }
 }
@@ -118,12 +131,22 @@ pub enum Output {
         /// Encoded lines; broadcasts share one allocation.
         bytes: Bytes,
     },
-    /// Close `id` (after flushing its queue if `reason.flush()`). The core has forgotten it.
+    /// Close `id`: after flushing its queue if `reason.flush()`, else at once. The
+    /// core has forgotten the client; until the transport reports the socket closed
+    /// ([`ChatServer::handle_closed`]) the connection counts against `max_conns`, and
+    /// after [`ChatConfig::close_grace`] the core outputs [`Output::Abort`] for it.
     Close {
         /// The connection.
         id: ConnId,
         /// Why.
         reason: CloseReason,
+    },
+    /// `id` was closed [`ChatConfig::close_grace`] ago and its socket is still not
+    /// reported closed (a client that does not read): shut the socket down now and
+    /// drop whatever is unsent. The core forgets the id entirely.
+    Abort {
+        /// The connection.
+        id: ConnId,
     },
 }
 
@@ -217,7 +240,7 @@ struct Room {
 
 /// The whole chat server's state. No I/O, no clock.
 ///
-/// Behaviour beyond SPEC §3 (also in `docs/PROTOCOL.md`):
+/// Finer points of the protocol (written up for users in `docs/PROTOCOL.md`):
 /// * **Full server**: `handle_open` still issues an id (ids are never reused) and
 ///   outputs `! server full` then `Close{ServerFull}`; no guest number is used and
 ///   nobody is told.
@@ -260,6 +283,12 @@ pub struct ChatServer {
     room_index: BTreeMap<String, RoomId>,
     /// Idle deadlines of open connections, earliest first.
     deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Closed connections whose socket is not reported closed yet → abort deadline.
+    closing: BTreeMap<ConnId, Instant>,
+    /// The same deadlines, earliest first.
+    close_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// The latest `now` passed in (closes issued without one are timed from it).
+    now: Instant,
     shut_down: bool,
 }
 
@@ -282,6 +311,9 @@ impl ChatServer {
             rooms: BTreeMap::new(),
             room_index: BTreeMap::new(),
             deadlines: BTreeSet::new(),
+            closing: BTreeMap::new(),
+            close_deadlines: BTreeSet::new(),
+            now: Instant::ZERO,
             shut_down: false,
         }
     }
@@ -297,6 +329,7 @@ impl ChatServer {
     /// in `#lobby`, gets `* welcome guestN, K users online`, and the other members
     /// of `#lobby` get `* guestN joined #lobby`.
     pub fn handle_open(&mut self, now: Instant) -> ConnId {
+        self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         let refuse = if self.shut_down {
@@ -304,7 +337,7 @@ impl ChatServer {
         } else if self
             .config
             .max_conns
-            .is_some_and(|max| self.sink.conns.len() >= max)
+            .is_some_and(|max| self.sink.conns.len() + self.closing.len() >= max)
         {
             Some((&b"! server full\n"[..], CloseReason::ServerFull))
         } else {
@@ -315,7 +348,7 @@ impl ChatServer {
                 to: id,
                 bytes: Bytes::from_static(msg),
             });
-            self.sink.out.push_back(Output::Close { id, reason });
+            self.close(id, reason);
             return id;
         }
 
@@ -354,6 +387,7 @@ impl ChatServer {
 
     /// Bytes received from `id`, processed line by line.
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
+        self.advance(now);
         let Some(conn) = self.open_conn(id)? else {
             return Ok(());
         };
@@ -387,10 +421,10 @@ impl ChatServer {
     /// `id` finished sending (EOF): its last unterminated line is processed, then it
     /// leaves (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
+        self.advance(now);
         let Some(conn) = self.open_conn(id)? else {
             return Ok(());
         };
-        let _ = now;
         if let Some(item) = conn.framer.finish() {
             self.handle_line(id, item);
             self.process_drops();
@@ -403,19 +437,32 @@ impl ChatServer {
     /// `id` failed (reset, I/O error): it leaves at once
     /// (`* nick left (connection reset)`, `Close{Reset}`).
     pub fn handle_reset(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
+        self.advance(now);
         if self.open_conn(id)?.is_none() {
             return Ok(());
         }
-        let _ = now;
         self.remove(id, "connection reset", CloseReason::Reset);
         self.process_drops();
         Ok(())
     }
 
+    /// The transport closed `id`'s socket (its writer ended after a [`Output::Close`],
+    /// or failed): it no longer counts against `max_conns`. For a connection still
+    /// open this is a reset (`* nick left (connection reset)`).
+    pub fn handle_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
+        self.handle_reset(now, id)?;
+        if let Some(deadline) = self.closing.remove(&id) {
+            self.close_deadlines.remove(&(deadline, id));
+        }
+        Ok(())
+    }
+
     /// Time passed: drops every client whose idle deadline is `<= now`
-    /// (`* nick left (idle timeout)`, `Close{IdleTimeout}`). Afterwards
+    /// (`* nick left (idle timeout)`, `Close{IdleTimeout}`), and aborts every closed
+    /// connection whose grace ran out ([`Output::Abort`]). Afterwards
     /// [`poll_timeout`](Self::poll_timeout) is `None` or later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
+        self.advance(now);
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -427,20 +474,30 @@ impl ChatServer {
             self.remove(id, "idle timeout", CloseReason::IdleTimeout);
             self.process_drops();
         }
+        while let Some(&(deadline, id)) = self.close_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.close_deadlines.pop_first();
+            self.closing.remove(&id);
+            self.sink.out.push_back(Output::Abort { id });
+        }
     }
 
-    /// The server stops: everyone gets `* server shutting down`, then a `Close`
-    /// (no `left` notices). Later connections are refused the same way.
-    pub fn shutdown(&mut self) {
+    /// The server stops at `now`: everyone gets `* server shutting down`, then a
+    /// `Close` (no `left` notices); they have [`ChatConfig::close_grace`] to flush.
+    /// Later connections are refused the same way. See [`is_finished`](Self::is_finished).
+    pub fn shutdown(&mut self, now: Instant) {
+        self.advance(now);
+        if self.shut_down {
+            return;
+        }
         self.shut_down = true;
         let notice = Bytes::from_static(b"* server shutting down\n");
         let ids: Vec<ConnId> = self.sink.conns.keys().copied().collect();
         for id in ids {
             self.sink.transmit(id, notice.clone());
-            self.sink.out.push_back(Output::Close {
-                id,
-                reason: CloseReason::Shutdown,
-            });
+            self.close(id, CloseReason::Shutdown);
         }
         self.sink.conns.clear();
         self.sink.doomed.clear();
@@ -450,6 +507,12 @@ impl ChatServer {
         self.deadlines.clear();
     }
 
+    /// Whether the server is done: [`shutdown`](Self::shutdown) was called and every
+    /// connection's socket is reported closed or aborted. The transport may return.
+    pub fn is_finished(&self) -> bool {
+        self.shut_down && self.closing.is_empty()
+    }
+
     /// The next thing the transport must do.
     pub fn poll_output(&mut self) -> Option<Output> {
         self.sink.out.pop_front()
@@ -457,7 +520,17 @@ impl ChatServer {
 
     /// When `handle_timeout` should next be called, if ever (O(log n)).
     pub fn poll_timeout(&self) -> Option<Instant> {
-        self.deadlines.first().map(|&(deadline, _)| deadline)
+        let idle = self.deadlines.first().map(|&(deadline, _)| deadline);
+        let close = self.close_deadlines.first().map(|&(deadline, _)| deadline);
+        match (idle, close) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Closed connections whose socket is not reported closed yet.
+    pub fn closing(&self) -> usize {
+        self.closing.len()
     }
 
     /// Open connections.
@@ -513,6 +586,19 @@ impl ChatServer {
             return Err(ChatError::UnknownConn(id));
         }
         Ok(self.sink.conns.get_mut(&id))
+    }
+
+    /// Time never goes back: a late `now` is taken as the latest one seen.
+    fn advance(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+    }
+
+    /// Outputs `Close{id, reason}` and starts `id`'s grace for flushing.
+    fn close(&mut self, id: ConnId, reason: CloseReason) {
+        let deadline = self.now + self.config.close_grace;
+        self.closing.insert(id, deadline);
+        self.close_deadlines.insert((deadline, id));
+        self.sink.out.push_back(Output::Close { id, reason });
     }
 
     fn touch(&mut self, now: Instant, id: ConnId) {
@@ -601,7 +687,7 @@ impl ChatServer {
         if let Some(d) = conn.deadline {
             self.deadlines.remove(&(d, id));
         }
-        self.sink.out.push_back(Output::Close { id, reason });
+        self.close(id, reason);
         let notice = line(format_args!("* {} left ({})", conn.nick, why));
         self.exit_room(id, conn.room, &notice);
     }

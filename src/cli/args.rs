@@ -1,8 +1,7 @@
 //! The argument grammar (clap derive): subcommands, flags, defaults and value checks.
 
-use std::fmt;
-
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
+use echochat::runtime::RuntimeKind;
 
 /// TCP echo (RFC 862) and a line-based chat, served on the runtime of your choice.
 #[derive(Debug, Parser)]
@@ -31,25 +30,11 @@ pub enum Command {
     Bench(crate::bench::BenchArgs),
 }
 
-/// Which transport runs a server.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum Runtime {
-    /// One OS thread per connection (std only).
-    Threads,
-    /// The tokio multi-threaded runtime.
-    Tokio,
-    /// The smol runtime.
-    Smol,
-}
-
-impl fmt::Display for Runtime {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Runtime::Threads => "threads",
-            Runtime::Tokio => "tokio",
-            Runtime::Smol => "smol",
-        })
-    }
+/// `--runtime`: any built-in runtime name; clap lists them in its errors and help.
+fn runtime_parser() -> impl clap::builder::TypedValueParser<Value = RuntimeKind> {
+    use clap::builder::TypedValueParser as _;
+    clap::builder::PossibleValuesParser::new(RuntimeKind::NAMES)
+        .try_map(|name| name.parse::<RuntimeKind>())
 }
 
 /// `echochat echo-server`.
@@ -59,8 +44,8 @@ pub struct EchoServerArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12345")]
     pub addr: String,
     /// Transport that serves the connections.
-    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
-    pub runtime: Runtime,
+    #[arg(long, value_parser = runtime_parser(), default_value_t = RuntimeKind::Tokio)]
+    pub runtime: RuntimeKind,
     /// Serve a single client, then exit 0.
     #[arg(long)]
     pub once: bool,
@@ -82,8 +67,8 @@ pub struct ChatServerArgs {
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12346")]
     pub addr: String,
     /// Transport that serves the connections.
-    #[arg(long, value_enum, default_value_t = Runtime::Tokio)]
-    pub runtime: Runtime,
+    #[arg(long, value_parser = runtime_parser(), default_value_t = RuntimeKind::Tokio)]
+    pub runtime: RuntimeKind,
     /// Most simultaneous clients; extra ones get `! server full`.
     #[arg(long, value_name = "N", value_parser = positive)]
     pub max_conns: Option<usize>,
@@ -147,7 +132,7 @@ mod tests {
         };
         assert_eq!(
             (a.addr.as_str(), a.runtime, a.max_pending),
-            ("127.0.0.1:12345", Runtime::Tokio, 65536)
+            ("127.0.0.1:12345", RuntimeKind::Tokio, 65536)
         );
         let cli = Cli::try_parse_from(["echochat", "chat-server", "-vv"]).expect("parses");
         assert_eq!(cli.verbose, 2);

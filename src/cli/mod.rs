@@ -13,7 +13,7 @@ use std::io::{self, Write};
 use clap::error::ErrorKind;
 use clap::Parser;
 
-pub use args::{Cli, Command, Runtime};
+pub use args::{Cli, Command};
 
 /// Everything that can make `echochat` fail; `main` prints it as one line and exits 1.
 #[derive(Debug, thiserror::Error)]
@@ -21,12 +21,6 @@ pub enum CliError {
     /// A server could not start or stopped on an error of its own.
     #[error("{0}")]
     Serve(#[from] echochat::net::ServeError),
-    /// `--runtime X` where X was not compiled in.
-    #[error("runtime `{0}` is not compiled into this binary (rebuild with `--features {0}`)")]
-    RuntimeUnavailable(Runtime),
-    /// The tokio runtime could not be built.
-    #[error("cannot start the tokio runtime: {0}")]
-    TokioRuntime(#[source] io::Error),
     /// SIGINT/SIGTERM handlers could not be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[from] ctrlc::Error),

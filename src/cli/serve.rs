@@ -7,13 +7,11 @@ use std::time::Duration;
 
 use echochat::chat::ChatConfig;
 use echochat::echo::{EchoConfig, EchoServerConfig};
-use echochat::net::{Listener, Shutdown};
+use echochat::net::{Listener, ServeError, Shutdown};
+use echochat::runtime::RuntimeKind;
 
 use super::args::{ChatServerArgs, EchoServerArgs};
-use super::{CliError, Runtime};
-
-/// How long the tokio runtime may take to wind down its tasks after the server returned.
-const RUNTIME_GRACE: Duration = Duration::from_secs(2);
+use super::CliError;
 
 /// `echochat echo-server`.
 pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
@@ -24,15 +22,7 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
     config.once = args.once;
     let (listener, shutdown) = start(&args.addr, args.udp)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
-    match args.runtime {
-        #[cfg(feature = "threads")]
-        Runtime::Threads => echochat::threads::run_echo(listener, config, shutdown)?,
-        Runtime::Tokio => on_tokio(echochat::tokio::run_echo(listener, config, shutdown))??,
-        #[cfg(feature = "smol")]
-        Runtime::Smol => smol::block_on(echochat::smol::run_echo(listener, config, shutdown))?,
-        #[allow(unreachable_patterns)]
-        other => return Err(CliError::RuntimeUnavailable(other)),
-    }
+    args.runtime.serve_echo(listener, config, shutdown)?;
     log::info!("echo server stopped");
     Ok(())
 }
@@ -47,30 +37,20 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
     config.max_conns = args.max_conns;
     let (listener, shutdown) = start(&args.addr, false)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);
-    match args.runtime {
-        #[cfg(feature = "threads")]
-        Runtime::Threads => echochat::threads::run_chat(listener, config, shutdown)?,
-        Runtime::Tokio => on_tokio(echochat::tokio::run_chat(listener, config, shutdown))??,
-        #[cfg(feature = "smol")]
-        Runtime::Smol => smol::block_on(echochat::smol::run_chat(listener, config, shutdown))?,
-        #[allow(unreachable_patterns)]
-        other => return Err(CliError::RuntimeUnavailable(other)),
-    }
+    args.runtime.serve_chat(listener, config, shutdown)?;
     log::info!("chat server stopped");
     Ok(())
 }
 
 /// Fails early (before binding) when `--runtime` names a transport not compiled in.
-fn ensure_available(runtime: Runtime) -> Result<(), CliError> {
-    let compiled = match runtime {
-        Runtime::Threads => cfg!(feature = "threads"),
-        Runtime::Tokio => true,
-        Runtime::Smol => cfg!(feature = "smol"),
-    };
-    if compiled {
+fn ensure_available(runtime: RuntimeKind) -> Result<(), CliError> {
+    if runtime.is_available() {
         Ok(())
     } else {
-        Err(CliError::RuntimeUnavailable(runtime))
+        Err(ServeError::RuntimeUnavailable {
+            runtime: runtime.to_string(),
+        }
+        .into())
     }
 }
 
@@ -79,9 +59,7 @@ fn ensure_available(runtime: Runtime) -> Result<(), CliError> {
 /// who saw the line always means a clean shutdown).
 fn start(addr: &str, udp: bool) -> Result<(Listener, Shutdown), CliError> {
     let listener = Listener::bind(addr, udp)?;
-    let local = listener
-        .local_addr()
-        .map_err(echochat::net::ServeError::from)?;
+    let local = listener.local_addr().map_err(ServeError::from)?;
     let shutdown = Shutdown::new();
     let signal = shutdown.clone();
     ctrlc::set_handler(move || {
@@ -97,16 +75,4 @@ fn start(addr: &str, udp: bool) -> Result<(Listener, Shutdown), CliError> {
         .and_then(|()| stdout.flush())
         .map_err(CliError::stdout)?;
     Ok((listener, shutdown))
-}
-
-/// Runs a server future on a multi-threaded tokio runtime.
-fn on_tokio<F: std::future::Future>(server: F) -> Result<F::Output, CliError> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("echochat-tokio")
-        .build()
-        .map_err(CliError::TokioRuntime)?;
-    let out = runtime.block_on(server);
-    runtime.shutdown_timeout(RUNTIME_GRACE);
-    Ok(out)
 }

@@ -57,6 +57,8 @@ pub enum ChatEvent {
     PeerClosed(u8),
     /// A connection failed.
     Reset(u8),
+    /// The transport reports a connection's socket closed (`handle_closed`).
+    SocketClosed(u8),
     /// Time passes by this many milliseconds (times 16), then `handle_timeout`.
     Advance(u16),
     /// An event for an id the server never issued: must be an error, with no output.
@@ -192,6 +194,11 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                 );
                 model.reset(id);
             }
+            ChatEvent::SocketClosed(c) => {
+                let Some(id) = pick(&ids, *c) else { continue };
+                accept(true, server.handle_closed(now, id).is_ok(), "handle_closed");
+                model.closed(id);
+            }
             ChatEvent::Advance(ms) => {
                 now = now + Duration::from_millis(u64::from(*ms) * 16);
                 server.handle_timeout(now);
@@ -212,8 +219,8 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                 assert!(server.handle_flushed(id, 0).is_err(), "unknown id accepted");
             }
             ChatEvent::Shutdown => {
-                server.shutdown();
-                model.shutdown();
+                server.shutdown(now);
+                model.shutdown(now);
                 check.drain(&mut server);
                 agree(&check, &model);
                 assert_eq!(server.connections(), 0, "connections left after shutdown");
@@ -252,6 +259,11 @@ pub fn agree(check: &ChatChecker, model: &Model) {
             check.close_reason(id),
             model.closes.get(&id),
             "{id:?} close differs from the model"
+        );
+        assert_eq!(
+            check.aborted().contains(&id),
+            model.aborted.contains(&id),
+            "{id:?} abort differs from the model"
         );
         assert_eq!(
             check.is_open(id).then(|| check.queued(id)),

@@ -1,6 +1,6 @@
 //! [`ChatChecker`]: invariants of a [`ChatServer`]'s outputs, checked as they come.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -52,6 +52,8 @@ pub struct ChatChecker {
     send_queue: usize,
     open: BTreeMap<ConnId, Conn>,
     closed: BTreeMap<ConnId, CloseReason>,
+    /// Closed connections whose grace ran out (`Abort`), each at most once.
+    aborted: BTreeSet<ConnId>,
     received: BTreeMap<ConnId, Vec<u8>>,
 }
 
@@ -62,6 +64,7 @@ impl ChatChecker {
             send_queue,
             open: BTreeMap::new(),
             closed: BTreeMap::new(),
+            aborted: BTreeSet::new(),
             received: BTreeMap::new(),
         }
     }
@@ -117,6 +120,13 @@ impl ChatChecker {
                 );
                 self.closed.insert(*id, reason.clone());
             }
+            Output::Abort { id } => {
+                assert!(
+                    self.closed.contains_key(id) && self.aborted.insert(*id),
+                    "abort of {id:?} which is {}",
+                    self.state(*id)
+                );
+            }
         }
     }
 
@@ -156,6 +166,11 @@ impl ChatChecker {
     /// Everything transmitted to `id`.
     pub fn received(&self, id: ConnId) -> &[u8] {
         self.received.get(&id).map_or(&[], |v| v)
+    }
+
+    /// The connections aborted after their grace ran out.
+    pub fn aborted(&self) -> &BTreeSet<ConnId> {
+        &self.aborted
     }
 
     /// Why `id` was closed, if it was.

@@ -48,7 +48,7 @@ pub fn check_sanitize(text: &str) {
     assert_eq!(sanitize(&clean), clean, "sanitize is not idempotent");
 }
 
-/// `valid_name` agrees with SPEC: 1–24 of `A-Z a-z 0-9 _ -`.
+/// `valid_name` agrees with `docs/PROTOCOL.md`: 1–24 of `A-Z a-z 0-9 _ -`.
 pub fn check_valid_name(name: &str) {
     let expected = (1..=24).contains(&name.len())
         && name

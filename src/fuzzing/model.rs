@@ -1,12 +1,12 @@
 //! [`Model`]: an obviously-right reference chat server, for differential testing.
 //!
-//! Written from SPEC §3 plus the choices documented on [`ChatServer`](crate::chat::ChatServer)
+//! Written from `docs/PROTOCOL.md` plus the choices documented on [`ChatServer`](crate::chat::ChatServer)
 //! and in `src/chat/command.rs`, in the plainest style: a map of clients, rooms found
 //! by scanning clients, its own framing, parsing and sanitizing. It records what each
 //! connection was sent and how it was closed, to compare with the real core's outputs
 //! (see [`ChatChecker::received`](super::ChatChecker::received)).
 
-use alloc::collections::{BTreeMap, VecDeque};
+use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
@@ -47,6 +47,12 @@ pub struct Model {
     guests: u64,
     doomed: VecDeque<ConnId>,
     shut_down: bool,
+    /// The latest time passed in.
+    now: Instant,
+    /// Closed, socket not reported closed: when the grace runs out.
+    closing: BTreeMap<ConnId, Instant>,
+    /// Connections whose grace ran out (the core's `Abort`).
+    pub aborted: BTreeSet<ConnId>,
     /// Everything sent to each connection ever issued.
     pub sent: BTreeMap<ConnId, Vec<u8>>,
     /// How each closed connection was closed.
@@ -83,6 +89,9 @@ impl Model {
             guests: 0,
             doomed: VecDeque::new(),
             shut_down: false,
+            now: Instant::ZERO,
+            closing: BTreeMap::new(),
+            aborted: BTreeSet::new(),
             sent: BTreeMap::new(),
             closes: BTreeMap::new(),
         }
@@ -144,6 +153,7 @@ impl Model {
 
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         self.closes.insert(id, reason);
+        self.closing.insert(id, self.now + self.config.close_grace);
     }
 
     fn remove(&mut self, id: ConnId, why: &str, reason: CloseReason) {
@@ -166,6 +176,7 @@ impl Model {
 
     /// See [`ChatServer::handle_open`](crate::chat::ChatServer::handle_open).
     pub fn open(&mut self, now: Instant) -> ConnId {
+        self.now = self.now.max(now);
         let id = ConnId(self.next_id);
         self.next_id += 1;
         self.sent.insert(id, Vec::new());
@@ -177,7 +188,7 @@ impl Model {
         if self
             .config
             .max_conns
-            .is_some_and(|m| self.clients.len() >= m)
+            .is_some_and(|m| self.clients.len() + self.closing.len() >= m)
         {
             self.raw(id, "! server full\n");
             self.close(id, CloseReason::ServerFull);
@@ -217,6 +228,7 @@ impl Model {
 
     /// See [`ChatServer::handle_data`](crate::chat::ChatServer::handle_data); `false`: unknown id.
     pub fn data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> bool {
+        self.now = self.now.max(now);
         if id.0 >= self.next_id {
             return false;
         }
@@ -286,6 +298,7 @@ impl Model {
 
     /// See [`ChatServer::handle_timeout`](crate::chat::ChatServer::handle_timeout).
     pub fn timeout_at(&mut self, now: Instant) {
+        self.now = self.now.max(now);
         loop {
             let next = self
                 .clients
@@ -300,10 +313,30 @@ impl Model {
                 _ => break,
             }
         }
+        let expired: Vec<ConnId> = self
+            .closing
+            .iter()
+            .filter(|(_, d)| **d <= now)
+            .map(|(id, _)| *id)
+            .collect();
+        for id in expired {
+            self.closing.remove(&id);
+            self.aborted.insert(id);
+        }
+    }
+
+    /// See [`ChatServer::handle_closed`](crate::chat::ChatServer::handle_closed).
+    pub fn closed(&mut self, id: ConnId) {
+        self.reset(id);
+        self.closing.remove(&id);
     }
 
     /// See [`ChatServer::shutdown`](crate::chat::ChatServer::shutdown).
-    pub fn shutdown(&mut self) {
+    pub fn shutdown(&mut self, now: Instant) {
+        self.now = self.now.max(now);
+        if self.shut_down {
+            return;
+        }
         self.shut_down = true;
         let ids: Vec<ConnId> = self.clients.keys().copied().collect();
         for id in ids {

@@ -102,6 +102,8 @@ struct Client {
     c2s_last: u64,
     // server-side transport
     server_open: bool,
+    /// The server aborted the connection (its close grace ran out): unsent bytes dropped.
+    aborted: bool,
     out: VecDeque<Bytes>,
     out_bytes: usize,
     close: Option<CloseReason>,
@@ -195,6 +197,7 @@ pub fn run(seed: u64) -> SimReport {
             lines: VecDeque::new(),
             c2s_last: 0,
             server_open: false,
+            aborted: false,
             out: VecDeque::new(),
             out_bytes: 0,
             close: None,
@@ -220,7 +223,7 @@ pub fn run(seed: u64) -> SimReport {
     }
     sim.run_until(ACTIVE + DRAIN);
     sim.verify_deliveries();
-    sim.server.shutdown();
+    sim.server.shutdown(Instant::from_millis(sim.now));
     sim.digest.num(0xD0);
     sim.drain();
     sim.run_until(u64::MAX);
@@ -601,6 +604,15 @@ impl Sim {
                     c.close = Some(reason);
                     self.schedule_pump(i);
                 }
+                Output::Abort { id } => {
+                    self.digest.num(30 + id.0);
+                    let i = self.by_id[&id];
+                    let c = &mut self.clients[i];
+                    c.aborted = true;
+                    c.out.clear();
+                    c.out_bytes = 0;
+                    self.schedule_pump(i);
+                }
             }
         }
         self.check.check_server(&self.server);
@@ -668,13 +680,18 @@ impl Sim {
             self.schedule_pump(i);
         } else if c.out_bytes == 0 && !c.close_sent {
             if let Some(reason) = &c.close {
-                let reset = !reason.flush();
+                let reset = !reason.flush() || c.aborted;
                 let lat = self.latency();
                 let c = &mut self.clients[i];
                 c.close_sent = true;
                 let at = c.s2c_last.max(self.now + lat);
                 c.s2c_last = at;
                 self.q.at(at, Ev::ClientEof(i, reset));
+                // The writer ended: the socket is closed (no-op after an abort).
+                let id = c.id.expect("opened");
+                let now = Instant::from_millis(self.now);
+                self.server.handle_closed(now, id).expect("closed");
+                self.drain();
             }
         }
     }

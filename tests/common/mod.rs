@@ -21,30 +21,33 @@ use std::time::{Duration, Instant};
 use echochat::chat::ChatConfig;
 use echochat::echo::EchoServerConfig;
 use echochat::net::{Listener, ServeError, Shutdown};
+use echochat::runtime::{serve_chat, serve_echo, RuntimeKind};
+
+/// The out-of-tree runtime (see `examples/custom_runtime/`).
+#[path = "../../examples/custom_runtime/pool.rs"]
+mod pool;
 
 /// How long any single wait may take before the test fails (never a timing assertion).
 pub const TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a server may take to return after being stopped (grace period is 2 s).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A runtime transport.
+/// A runtime transport: a built-in one, or the out-of-tree runtime of
+/// `examples/custom_runtime/` plugged in through the public `Runtime` trait.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
-    /// `echochat::threads`
-    Threads,
-    /// `echochat::tokio`
-    Tokio,
-    /// `echochat::smol`
-    Smol,
+    /// `echochat::threads`, `echochat::tokio` or `echochat::smol`.
+    Kind(RuntimeKind),
+    /// `examples/custom_runtime/pool.rs` (library only: the binary has no such runtime).
+    Pool,
 }
 
 impl Transport {
     /// The `--runtime` value.
-    pub fn name(self) -> &'static str {
+    pub fn name(self) -> String {
         match self {
-            Transport::Threads => "threads",
-            Transport::Tokio => "tokio",
-            Transport::Smol => "smol",
+            Transport::Kind(kind) => kind.to_string(),
+            Transport::Pool => "pool".into(),
         }
     }
 }
@@ -274,38 +277,24 @@ fn run_lib(
     listener: Listener,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    match transport {
-        #[cfg(feature = "threads")]
-        Transport::Threads => match service {
-            Service::Echo { config, .. } => echochat::threads::run_echo(listener, config, shutdown),
-            Service::Chat(config) => echochat::threads::run_chat(listener, config, shutdown),
-        },
-        #[cfg(feature = "tokio")]
-        Transport::Tokio => {
-            let runtime = ::tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()?;
-            match service {
-                Service::Echo { config, .. } => {
-                    runtime.block_on(echochat::tokio::run_echo(listener, config, shutdown))
-                }
-                Service::Chat(config) => {
-                    runtime.block_on(echochat::tokio::run_chat(listener, config, shutdown))
-                }
-            }
+    match (transport, service) {
+        (Transport::Kind(kind), Service::Echo { config, .. }) => {
+            kind.serve_echo(listener, config, shutdown)
         }
-        #[cfg(feature = "smol")]
-        Transport::Smol => match service {
-            Service::Echo { config, .. } => {
-                ::smol::block_on(echochat::smol::run_echo(listener, config, shutdown))
-            }
-            Service::Chat(config) => {
-                ::smol::block_on(echochat::smol::run_chat(listener, config, shutdown))
-            }
-        },
-        #[allow(unreachable_patterns)]
-        other => panic!("transport {other:?} not compiled in"),
+        (Transport::Kind(kind), Service::Chat(config)) => {
+            kind.serve_chat(listener, config, shutdown)
+        }
+        (Transport::Pool, service) => {
+            let rt = pool::PoolRuntime::new(2)?;
+            futures_executor::block_on(async move {
+                match service {
+                    Service::Echo { config, .. } => {
+                        serve_echo(rt, listener, config, shutdown).await
+                    }
+                    Service::Chat(config) => serve_chat(rt, listener, config, shutdown).await,
+                }
+            })
+        }
     }
 }
 
@@ -351,7 +340,7 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
             }
         }
     }
-    command.args(["--addr", "127.0.0.1:0", "--runtime", transport.name()]);
+    command.args(["--addr", "127.0.0.1:0", "--runtime", &transport.name()]);
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -416,20 +405,24 @@ pub fn have_prlimit() -> bool {
 
 /// Instantiates `fn name(Target)` tests for every transport compiled in, through
 /// the library: `conformance!(round_trip, half_close);` makes
-/// `threads::round_trip`, `tokio::round_trip`, `smol::round_trip`, …
+/// `threads::round_trip`, `tokio::round_trip`, `smol::round_trip` and
+/// `pool::round_trip` (the out-of-tree runtime of `examples/custom_runtime/`).
 macro_rules! conformance {
     ($($test:ident),* $(,)?) => {
         #[cfg(feature = "threads")]
         mod threads {
-            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Threads)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Threads))) } )*
         }
         #[cfg(feature = "tokio")]
         mod tokio {
-            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Tokio)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Tokio))) } )*
         }
         #[cfg(feature = "smol")]
         mod smol {
-            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Smol)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Smol))) } )*
+        }
+        mod pool {
+            $( #[test] fn $test() { super::$test(crate::common::Target::lib(crate::common::Transport::Pool)) } )*
         }
     };
 }
@@ -439,15 +432,15 @@ macro_rules! conformance_bin {
     ($($test:ident),* $(,)?) => {
         #[cfg(all(feature = "cli", feature = "threads"))]
         mod bin_threads {
-            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Threads)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Threads))) } )*
         }
         #[cfg(feature = "cli")]
         mod bin_tokio {
-            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Tokio)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Tokio))) } )*
         }
         #[cfg(all(feature = "cli", feature = "smol"))]
         mod bin_smol {
-            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Smol)) } )*
+            $( #[test] fn $test() { super::$test(crate::common::Target::bin(crate::common::Transport::Kind(echochat::runtime::RuntimeKind::Smol))) } )*
         }
     };
 }

@@ -1,5 +1,5 @@
 //! What each line a client sends does: framing errors, UTF-8 and control-character
-//! rules, then the commands of SPEC §3 (`/nick`, `/join`, `/who`, `/rooms`, `/msg`,
+//! rules, then the commands of `docs/PROTOCOL.md` (`/nick`, `/join`, `/who`, `/rooms`, `/msg`,
 //! `/me`, `/quit`, `/help`) and plain messages.
 
 use super::*;

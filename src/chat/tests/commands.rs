@@ -1,4 +1,4 @@
-//! SPEC §3 command table, arrival notices, and the `docs/PROTOCOL.md` session.
+//! The command table of `docs/PROTOCOL.md`, arrival notices, and the `docs/PROTOCOL.md` session.
 
 use alloc::format;
 use alloc::string::String;

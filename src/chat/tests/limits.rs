@@ -1,4 +1,4 @@
-//! SPEC §3 bad-input table and limits: line length, UTF-8, control characters,
+//! The bad-input table of `docs/PROTOCOL.md` and limits: line length, UTF-8, control characters,
 //! departures, send queue, idle timeout, shutdown.
 
 use alloc::format;
@@ -400,7 +400,7 @@ fn shutdown_notifies_and_closes_everyone() {
     };
     h.send(b, "/join other\n");
     h.inbox.clear();
-    h.s.shutdown();
+    h.s.shutdown(h.now);
     h.drain();
     assert_eq!(h.take(a), "* server shutting down\n", "no `left` notices");
     assert_eq!(h.take(b), "* server shutting down\n");
@@ -413,6 +413,75 @@ fn shutdown_notifies_and_closes_everyone() {
     assert_eq!(h.take(c), "* server shutting down\n");
     assert_eq!(h.closed[&c], CloseReason::Shutdown);
     assert_eq!(h.s.handle_data(h.now, a, b"x\n"), Ok(()));
+}
+
+#[test]
+fn a_closed_connection_counts_against_max_conns_until_its_socket_closes() {
+    let mut h = H::new(cfg(|c| c.max_conns = Some(2)));
+    h.auto_close = false;
+    let [a, _b] = h.open_n(2)[..] else {
+        unreachable!()
+    };
+    h.send(a, "/quit\n");
+    assert_eq!(h.closed[&a], CloseReason::Quit);
+    assert_eq!((h.s.connections(), h.s.closing()), (1, 1));
+    let x = h.open();
+    assert_eq!(h.take(x), "! server full\n", "a is still flushing");
+    h.s.handle_closed(h.now, a).unwrap();
+    h.s.handle_closed(h.now, x).unwrap();
+    assert_eq!(h.s.closing(), 0);
+    let c = h.open();
+    assert!(h.take(c).starts_with("* welcome "));
+}
+
+#[test]
+fn a_closed_connection_that_never_flushes_is_aborted_after_the_grace() {
+    let grace = Duration::from_secs(2);
+    let mut h = H::new(cfg(|c| c.close_grace = grace));
+    h.auto_close = false;
+    let [a, b] = h.open_n(2)[..] else {
+        unreachable!()
+    };
+    h.now = Instant::from_millis(500);
+    h.send(a, "/quit\n");
+    assert_eq!(h.s.poll_timeout(), Some(Instant::from_millis(2_500)));
+    h.s.handle_timeout(Instant::from_millis(2_499));
+    h.drain();
+    assert!(h.aborted.is_empty());
+    h.now = Instant::from_millis(2_500);
+    h.s.handle_timeout(h.now);
+    h.drain();
+    assert_eq!(h.aborted.iter().copied().collect::<Vec<_>>(), [a]);
+    assert_eq!((h.s.closing(), h.s.poll_timeout()), (0, None));
+    // A late report is harmless; the other connection never noticed.
+    h.s.handle_closed(h.now, a).unwrap();
+    h.drain();
+    assert!(h.s.is_open(b));
+}
+
+#[test]
+fn shutdown_finishes_when_every_socket_closed_or_the_grace_ran_out() {
+    let mut h = H::default();
+    h.auto_close = false;
+    let [a, b] = h.open_n(2)[..] else {
+        unreachable!()
+    };
+    h.now = Instant::from_millis(1_000);
+    h.s.shutdown(h.now);
+    h.drain();
+    assert!(!h.s.is_finished());
+    // Refused during shutdown: decided by the core, flushed like any other close.
+    let c = h.open();
+    assert_eq!(h.take(c), "* server shutting down\n");
+    h.s.handle_closed(h.now, a).unwrap();
+    h.s.handle_closed(h.now, c).unwrap();
+    assert!(!h.s.is_finished(), "b is still flushing");
+    assert_eq!(h.s.poll_timeout(), Some(Instant::from_millis(3_000)));
+    h.now = Instant::from_millis(3_000);
+    h.s.handle_timeout(h.now);
+    h.drain();
+    assert!(h.aborted.contains(&b));
+    assert!(h.s.is_finished());
 }
 
 // ----- a small randomized model check -----

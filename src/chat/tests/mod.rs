@@ -1,11 +1,11 @@
 //! Unit tests of the chat core, driven through a tiny in-memory harness ([`H`]): no
 //! sockets, simulated time, every output checked against the invariants.
 //!
-//! * [`commands`]: arrival, every row of SPEC §3's command table, the docs example;
+//! * [`commands`]: arrival, every row of the command table in `docs/PROTOCOL.md`, the docs example;
 //! * [`limits`]: bad input, departures, send queue, idle timeout, shutdown, and a
 //!   randomized run checking invariants.
 
-use alloc::collections::BTreeMap;
+use alloc::collections::{BTreeMap, BTreeSet};
 #[cfg(not(feature = "std"))]
 use alloc::format;
 use alloc::string::{String, ToString};
@@ -27,8 +27,12 @@ struct H {
     /// Raw transmits in order (all of them, for allocation checks).
     log: Vec<(ConnId, Bytes)>,
     closed: BTreeMap<ConnId, CloseReason>,
+    /// Connections the core aborted (close grace ran out).
+    aborted: BTreeSet<ConnId>,
     /// Report every transmit flushed at once (a fast reader).
     auto_flush: bool,
+    /// Report every closed connection's socket closed at once (`handle_closed`).
+    auto_close: bool,
 }
 
 impl H {
@@ -39,7 +43,9 @@ impl H {
             inbox: BTreeMap::new(),
             log: Vec::new(),
             closed: BTreeMap::new(),
+            aborted: BTreeSet::new(),
             auto_flush: true,
+            auto_close: true,
         }
     }
 
@@ -69,6 +75,13 @@ impl H {
                         "{id:?} closed twice"
                     );
                     assert!(!self.s.is_open(id));
+                    if self.auto_close {
+                        self.s.handle_closed(self.now, id).unwrap();
+                    }
+                }
+                Output::Abort { id } => {
+                    assert!(self.closed.contains_key(&id), "abort before close");
+                    assert!(self.aborted.insert(id), "{id:?} aborted twice");
                 }
             }
         }
