@@ -110,7 +110,7 @@ use std::sync::Arc;
 use std::time::Instant as StdInstant;
 
 pub use crate::driver::{Clock, Sock};
-pub use crate::transports::kind::RuntimeKind;
+pub use crate::transports::kind::{RuntimeKind, UnknownRuntime};
 
 use crate::chat::ChatConfig;
 use crate::driver::conn::{ReadStep, WriteStep, MAX_IOSLICES};
