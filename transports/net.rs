@@ -185,24 +185,15 @@ impl Shutdown {
     /// Blocks until `trigger` is called or `timeout` passes; returns whether it was
     /// triggered.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        let deadline = std::time::Instant::now().checked_add(timeout);
-        loop {
-            if self.is_triggered() {
-                return true;
-            }
-            let listener = self.inner.event.listen();
-            if self.is_triggered() {
-                return true;
-            }
-            match deadline {
-                Some(deadline) => {
-                    if listener.wait_deadline(deadline).is_none() {
-                        return self.is_triggered();
-                    }
-                }
-                None => listener.wait(),
-            }
+        if self.is_triggered() {
+            return true;
         }
+        let listener = self.inner.event.listen();
+        if !self.is_triggered() {
+            // Only `trigger` notifies this event: no spurious wake-ups to loop over.
+            listener.wait_timeout(timeout);
+        }
+        self.is_triggered()
     }
 
     /// Runs `hook` when the signal is triggered (at once if it already was), unless
@@ -291,8 +282,13 @@ impl AcceptBackoff {
         self.delay = None;
     }
 
-    /// An accept failed: how long to wait before the next one (`None`: at once).
-    pub(crate) fn failure(&mut self, error: &io::Error) -> Option<Duration> {
+    /// An accept failed at `now` (the transport's clock reading): how long to wait
+    /// before the next one (`None`: at once).
+    pub(crate) fn failure(
+        &mut self,
+        error: &io::Error,
+        now: std::time::Instant,
+    ) -> Option<Duration> {
         use io::ErrorKind::*;
         if matches!(
             error.kind(),
@@ -302,7 +298,6 @@ impl AcceptBackoff {
         }
         let delay = self.delay.map_or(Self::FIRST, |d| (d * 2).min(Self::MAX));
         self.delay = Some(delay);
-        let now = std::time::Instant::now();
         let quiet = match self.last_log {
             Some(t) => now.duration_since(t) < Duration::from_secs(1),
             None => false,
@@ -381,16 +376,17 @@ mod tests {
     #[test]
     fn backoff_doubles_to_one_second_and_resets() {
         let mut b = AcceptBackoff::default();
+        let t = std::time::Instant::now();
         let emfile = io::Error::other("too many open files");
         assert_eq!(
-            b.failure(&io::Error::from(io::ErrorKind::ConnectionAborted)),
+            b.failure(&io::Error::from(io::ErrorKind::ConnectionAborted), t),
             None
         );
         let delays: Vec<_> = (0..9)
-            .map(|_| b.failure(&emfile).unwrap().as_millis())
+            .map(|_| b.failure(&emfile, t).unwrap().as_millis())
             .collect();
         assert_eq!(delays, [10, 20, 40, 80, 160, 320, 640, 1000, 1000]);
         b.success();
-        assert_eq!(b.failure(&emfile), Some(Duration::from_millis(10)));
+        assert_eq!(b.failure(&emfile, t), Some(Duration::from_millis(10)));
     }
 }

@@ -237,8 +237,9 @@ impl<'a, R: Runtime> Acceptor<'a, R> {
                     return Some(stream);
                 }
                 Err(e) => {
-                    if let Some(delay) = self.backoff.failure(&e) {
-                        let until = self.rt.now() + delay;
+                    let now = self.rt.now();
+                    if let Some(delay) = self.backoff.failure(&e, now) {
+                        let until = now + delay;
                         unless(self.shutdown, self.rt.sleep_until(until)).await?;
                     }
                 }
@@ -272,25 +273,26 @@ pub async fn serve_echo<R: Runtime>(
         drop(udp_running);
     }
     let hub = EchoHub::new(config);
-    let mut acceptor = Acceptor::new(&rt, &tcp, &shutdown);
-    while hub.is_accepting() {
-        let Some(stream) = acceptor.next().await else {
-            break;
-        };
-        let stream = Arc::new(stream);
-        if let Some(admitted) = hub.admit(clock.instant(rt.now()), &stream) {
-            let task_rt = rt.clone();
-            rt.spawn(async move {
-                if let Err(e) = echo_conn(&task_rt, &stream, config.conn).await {
-                    log::debug!("echo connection ended: {e}");
-                }
-                // Free the slot before the client can see the close.
-                drop(admitted);
-                let _ = stream.shutdown(std::net::Shutdown::Both);
-            });
+    {
+        let mut acceptor = Acceptor::new(&rt, &tcp, &shutdown);
+        while hub.is_accepting() {
+            let Some(stream) = acceptor.next().await else {
+                break;
+            };
+            let stream = Arc::new(stream);
+            if let Some(admitted) = hub.admit(clock.instant(rt.now()), &stream) {
+                let task_rt = rt.clone();
+                rt.spawn(async move {
+                    if let Err(e) = echo_conn(&task_rt, &stream, config.conn).await {
+                        log::debug!("echo connection ended: {e}");
+                    }
+                    // Free the slot before the client can see the close.
+                    drop(admitted);
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                });
+            }
         }
     }
-    drop(acceptor);
     drop(tcp);
     loop {
         let change = hub.listen();

@@ -38,8 +38,13 @@ use crate::net::{AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
 use crate::Instant;
 
 /// The clock edge of this transport: the one place it reads the time.
+fn wall_clock() -> StdInstant {
+    StdInstant::now()
+}
+
+/// The core's time now.
 fn now(clock: &Clock) -> Instant {
-    clock.instant(StdInstant::now())
+    clock.instant(wall_clock())
 }
 
 /// Serves the echo service on `listener` until `shutdown` is triggered (or, with
@@ -49,7 +54,7 @@ pub fn run_echo(
     config: EchoServerConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let clock = Clock::starting_at(StdInstant::now());
+    let clock = Clock::starting_at(wall_clock());
     let Listener { tcp, udp } = listener;
     let tcp = Arc::new(tcp);
     // Stops the UDP thread when this function returns, whatever the reason.
@@ -158,7 +163,7 @@ impl<'a> Acceptor<'a> {
                     if self.shutdown.is_triggered() {
                         break;
                     }
-                    if let Some(delay) = self.backoff.failure(&e) {
+                    if let Some(delay) = self.backoff.failure(&e, wall_clock()) {
                         self.shutdown.wait_timeout(delay);
                     }
                 }
@@ -233,7 +238,7 @@ pub fn run_chat(
     config: ChatConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
-    let clock = Clock::starting_at(StdInstant::now());
+    let clock = Clock::starting_at(wall_clock());
     let tcp = Arc::new(listener.tcp);
     let _wake_accept = wake_accept_on(&shutdown, &tcp);
     let (events, inbox) = flume::bounded(EVENT_QUEUE);

@@ -250,9 +250,10 @@ mod tests {
 
     #[test]
     fn hub_executes_the_lifecycle_on_sockets() {
-        let mut config = EchoServerConfig::default();
-        config.max_conns = Some(1);
-        let hub = EchoHub::new(config);
+        let hub = EchoHub::new(EchoServerConfig {
+            max_conns: Some(1),
+            ..EchoServerConfig::default()
+        });
         let a = Arc::new(Fake(Mutex::new(Vec::new())));
         let b = Arc::new(Fake(Mutex::new(Vec::new())));
         let guard = hub.admit(Instant::ZERO, &a).expect("admitted");
