@@ -28,6 +28,7 @@ pub mod admission;
 pub mod chat;
 pub mod echo;
 pub mod framing;
+pub mod telnet;
 pub mod time;
 
 pub use time::Instant;
