@@ -40,7 +40,8 @@ enum Tn {
 }
 
 /// What one byte of input does.
-enum Act {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Act {
     Nothing,
     Byte(u8),
     Interrupt,
@@ -52,9 +53,7 @@ struct Client {
     nick: String,
     /// Lowercased room name without `#`.
     room: String,
-    tn: Tn,
-    /// `(verb, option)` pairs already refused.
-    refused: BTreeSet<(u8, u8)>,
+    telnet: Telnet,
     partial: Vec<u8>,
     discarding: bool,
     queued: usize,
@@ -229,8 +228,7 @@ impl Model {
         let client = Client {
             nick: nick.clone(),
             room: "lobby".into(),
-            tn: Tn::Text,
-            refused: BTreeSet::new(),
+            telnet: Telnet::default(),
             partial: Vec::new(),
             discarding: false,
             queued: 0,
@@ -265,7 +263,7 @@ impl Model {
             let Some(c) = self.clients.get_mut(&id) else {
                 break;
             };
-            match telnet(c, b) {
+            match c.telnet.step(b) {
                 Act::Nothing => {}
                 Act::Byte(b) => text.push(b),
                 Act::Interrupt => {
@@ -511,35 +509,55 @@ impl Model {
     }
 }
 
-/// One input byte through `c`'s telnet parser: `IAC IAC` is a 0xFF text byte,
-/// `IAC IP` an interrupt, `DO x` is answered `WONT x` and `WILL x` `DONT x` once
-/// each (`DO 6`, TIMING-MARK, is answered `WILL 6` every time), `WONT`/`DONT` and
-/// every other `IAC x` vanish, `IAC SB … IAC SE` vanishes but ends by itself 4096
-/// bytes after `IAC SB`.
-fn telnet(c: &mut Client, b: u8) -> Act {
-    const IAC: u8 = 0xFF;
-    const LIMIT: usize = 4096;
-    let (next, act) = match c.tn {
-        Tn::Text if b == IAC => (Tn::Iac, Act::Nothing),
-        Tn::Text => (Tn::Text, Act::Byte(b)),
-        Tn::Iac => match b {
-            IAC => (Tn::Text, Act::Byte(IAC)),
-            0xF4 => (Tn::Text, Act::Interrupt),
-            0xFA => (Tn::Sub(0), Act::Nothing),
-            0xFB..=0xFE => (Tn::Verb(b), Act::Nothing),
-            _ => (Tn::Text, Act::Nothing),
-        },
-        Tn::Verb(0xFD) if b == 6 => (Tn::Text, Act::Reply([IAC, 0xFB, 6])),
-        Tn::Verb(verb @ (0xFD | 0xFB)) if c.refused.insert((verb, b)) => {
-            let answer = if verb == 0xFD { 0xFC } else { 0xFE };
-            (Tn::Text, Act::Reply([IAC, answer, b]))
+/// A client's telnet parser, byte by byte (also the reference for the `telnet`
+/// fuzz body).
+#[derive(Debug)]
+pub(super) struct Telnet {
+    tn: Tn,
+    /// `(verb, option)` pairs already refused.
+    refused: BTreeSet<(u8, u8)>,
+}
+
+impl Default for Telnet {
+    fn default() -> Self {
+        Telnet {
+            tn: Tn::Text,
+            refused: BTreeSet::new(),
         }
-        Tn::Verb(_) => (Tn::Text, Act::Nothing),
-        Tn::SubIac(_) if b == 0xF0 => (Tn::Text, Act::Nothing),
-        Tn::Sub(n) | Tn::SubIac(n) if n + 1 >= LIMIT => (Tn::Text, Act::Nothing),
-        Tn::Sub(n) if b == IAC => (Tn::SubIac(n + 1), Act::Nothing),
-        Tn::Sub(n) | Tn::SubIac(n) => (Tn::Sub(n + 1), Act::Nothing),
-    };
-    c.tn = next;
-    act
+    }
+}
+
+impl Telnet {
+    /// One input byte: `IAC IAC` is a 0xFF text byte, `IAC IP` an interrupt,
+    /// `DO x` is answered `WONT x` and `WILL x` `DONT x` once each (`DO 6`,
+    /// TIMING-MARK, is answered `WILL 6` every time), `WONT`/`DONT` and every other
+    /// `IAC x` vanish, `IAC SB … IAC SE` vanishes but ends by itself 4096 bytes
+    /// after `IAC SB`.
+    pub(super) fn step(&mut self, b: u8) -> Act {
+        const IAC: u8 = 0xFF;
+        const LIMIT: usize = 4096;
+        let (next, act) = match self.tn {
+            Tn::Text if b == IAC => (Tn::Iac, Act::Nothing),
+            Tn::Text => (Tn::Text, Act::Byte(b)),
+            Tn::Iac => match b {
+                IAC => (Tn::Text, Act::Byte(IAC)),
+                0xF4 => (Tn::Text, Act::Interrupt),
+                0xFA => (Tn::Sub(0), Act::Nothing),
+                0xFB..=0xFE => (Tn::Verb(b), Act::Nothing),
+                _ => (Tn::Text, Act::Nothing),
+            },
+            Tn::Verb(0xFD) if b == 6 => (Tn::Text, Act::Reply([IAC, 0xFB, 6])),
+            Tn::Verb(verb @ (0xFD | 0xFB)) if self.refused.insert((verb, b)) => {
+                let answer = if verb == 0xFD { 0xFC } else { 0xFE };
+                (Tn::Text, Act::Reply([IAC, answer, b]))
+            }
+            Tn::Verb(_) => (Tn::Text, Act::Nothing),
+            Tn::SubIac(_) if b == 0xF0 => (Tn::Text, Act::Nothing),
+            Tn::Sub(n) | Tn::SubIac(n) if n + 1 >= LIMIT => (Tn::Text, Act::Nothing),
+            Tn::Sub(n) if b == IAC => (Tn::SubIac(n + 1), Act::Nothing),
+            Tn::Sub(n) | Tn::SubIac(n) => (Tn::Sub(n + 1), Act::Nothing),
+        };
+        self.tn = next;
+        act
+    }
 }
