@@ -102,6 +102,24 @@ impl LineFramer {
         }
     }
 
+    /// Forgets the unfinished line (the bytes after the last `\n` pushed), including
+    /// a too-long line being skipped: the next byte pushed starts a new line. Complete
+    /// lines not yet taken with [`next_line`](Self::next_line) are kept. (The chat
+    /// core calls this for telnet's `IAC IP`, Ctrl-C.)
+    pub fn discard_partial(&mut self) {
+        match memchr::memrchr(b'\n', &self.buf) {
+            Some(i) => {
+                self.buf.truncate(i + 1);
+                self.scanned = self.scanned.min(self.buf.len());
+            }
+            None => {
+                self.buf.clear();
+                self.scanned = 0;
+                self.discarding = false;
+            }
+        }
+    }
+
     /// At end of stream: the last, unterminated line if there is one.
     pub fn finish(&mut self) -> Option<Result<Bytes, LineTooLong>> {
         let rest = self.buf.split().freeze();
@@ -191,6 +209,48 @@ mod tests {
         assert_eq!(all(&mut f), [Ok(b"x".to_vec())]);
         assert_eq!(f.finish().unwrap().unwrap(), &b"tail"[..]);
         assert!(f.finish().is_none());
+    }
+
+    #[test]
+    fn discard_partial_forgets_only_the_unfinished_line() {
+        let mut f = LineFramer::new(8);
+        f.push(
+            b"one
+tw",
+        );
+        f.discard_partial();
+        f.push(
+            b"two
+",
+        );
+        assert_eq!(all(&mut f), [Ok(b"one".to_vec()), Ok(b"two".to_vec())]);
+        f.push(b"half");
+        assert!(all(&mut f).is_empty());
+        f.discard_partial();
+        assert_eq!(f.buffered(), 0);
+        assert!(f.finish().is_none());
+        f.push(
+            b"x
+",
+        );
+        assert_eq!(all(&mut f), [Ok(b"x".to_vec())]);
+    }
+
+    #[test]
+    fn discard_partial_ends_a_too_long_line() {
+        let mut f = LineFramer::new(4);
+        f.push(b"abcdefgh");
+        assert_eq!(all(&mut f), [Err(LineTooLong { max: 4 })]);
+        f.discard_partial();
+        f.push(
+            b"ok
+",
+        );
+        assert_eq!(
+            all(&mut f),
+            [Ok(b"ok".to_vec())],
+            "a new line after the discard"
+        );
     }
 
     #[test]

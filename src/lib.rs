@@ -3,7 +3,7 @@
 //! TCP echo ([RFC 862]) and a line-based chat service, built as a **sans-IO core**
 //! plus **pluggable transports**.
 //!
-//! * The core ([`echo`], [`chat`], [`framing`], [`time`]) holds every
+//! * The core ([`echo`], [`chat`], [`framing`], [`telnet`], [`time`]) holds every
 //!   protocol decision: framing, limits, backpressure, timeouts, notices and errors.
 //!   It performs no I/O, reads no clock and spawns nothing: bytes and the current
 //!   time go in, bytes to send and connections to close come out. It is `no_std`
@@ -30,6 +30,7 @@ extern crate alloc;
 pub mod chat;
 pub mod echo;
 pub mod framing;
+pub mod telnet;
 pub mod time;
 
 pub use time::Instant;

@@ -43,6 +43,7 @@ conformance!(
     half_close_still_gets_the_reply,
     raw_tcp_like_nc,
     many_clients_lose_nothing,
+    telnet_ctrl_c_keeps_receiving,
 );
 
 conformance_bin!(
@@ -551,7 +552,8 @@ fn invalid_utf8_is_refused(t: Target) {
     a.expect_line(|l| l.ends_with("joined #lobby"));
     for bad in [
         &b"caf\xe9"[..],
-        b"\xff\xfe",
+        // `\xff\xff` is telnet's escaped 0xFF byte (a bare 0xFF starts a command).
+        b"\xff\xff\xfe",
         b"\xed\xa0\x80 surrogate",
         b"\xc0\xaf",
     ] {
@@ -821,4 +823,31 @@ fn many_clients_lose_nothing(t: Target) {
         .map(|thread| thread.join().expect("a client failed"))
         .collect();
     drop(done);
+}
+
+/// `telnet HOST PORT` (Debian's): typing `hello` Enter sends `hello\r\n`; Ctrl-C
+/// sends `IAC IP IAC DO TIMING-MARK` and then discards output until the server
+/// answers `IAC WILL TIMING-MARK`. The line after it must be a line, not
+/// `! invalid utf-8`, and the telnet user must keep receiving messages.
+fn telnet_ctrl_c_keeps_receiving(t: Target) {
+    let server = t.chat(config());
+    let mut tn = ChatClient::connect(&server);
+    let mut b = ChatClient::connect(&server);
+    tn.expect_line(|l| l == format!("* {} joined #lobby", b.nick));
+    tn.send_raw(b"hello\r\n");
+    expect_next(&mut b, &format!("<{}> hello", tn.nick));
+    tn.send_raw(b"\xff\xf4\xff\xfd\x06");
+    tn.send_raw(b"again\r\n");
+    expect_next(&mut b, &format!("<{}> again", tn.nick));
+    b.send_line("can you hear me?");
+    // Exactly the TIMING-MARK answer, then b's message: no error line in between.
+    let mut want = b"\xff\xfb\x06".to_vec();
+    want.extend_from_slice(format!("<{}> can you hear me?", b.nick).as_bytes());
+    assert_eq!(tn.read_raw_line(), Some(want));
+    tn.send_raw(b"\xff\xf4\xff\xfd\x06bye\r\n");
+    expect_next(&mut b, &format!("<{}> bye", tn.nick));
+    b.send_line("bye");
+    let mut want = b"\xff\xfb\x06".to_vec();
+    want.extend_from_slice(format!("<{}> bye", b.nick).as_bytes());
+    assert_eq!(tn.read_raw_line(), Some(want), "answered every time");
 }

@@ -65,9 +65,14 @@ fn chat_inputs() {
 }
 
 #[test]
+fn telnet_inputs() {
+    replay_target("telnet");
+}
+
+#[test]
 fn every_target_has_a_test_here() {
     assert_eq!(
         echochat::fuzzing::TARGETS,
-        ["framer", "command", "echo", "chat"]
+        ["framer", "command", "echo", "chat", "telnet"]
     );
 }

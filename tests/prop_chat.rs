@@ -3,7 +3,8 @@
 //! partial flushes, time steps, disconnects and shutdowns over several connections.
 //! After every step each connection's bytes and close agree with the model and the
 //! `ChatChecker` invariants hold (no self-delivery, per-sender order, no control
-//! characters, queues within `send_queue`, nothing after a close). A second property
+//! characters, queues within `send_queue`, nothing after a close; telnet replies
+//! only when asked, refusals once). A second property
 //! checks that the outputs do not depend on how each connection's bytes are chunked.
 //!
 //! Case counts follow proptest's defaults (256) and `PROPTEST_CASES` for long runs.
@@ -27,6 +28,13 @@ fn raw() -> impl Strategy<Value = Vec<u8>> {
         Just(b"esc \x1b[31m red \xc2\x9b c1 \x7f del\tTab\n".to_vec()),
         Just(b"/quit bye \x1b now\n".to_vec()),
         Just(b"partial line without end".to_vec()),
+        // Telnet: Ctrl-C, option offers, subnegotiations, escaped 0xFF, floods.
+        Just(b"\xff\xf4\xff\xfd\x06hello\r\n".to_vec()),
+        Just(b"typo\xff\xf4".to_vec()),
+        Just(b"\xff\xfb\x18\xff\xfb\x1f\xff\xfd\x01\xff\xfd\x03\xff\xfe\x01".to_vec()),
+        Just(b"a\xff\xfa\x1f\x00\x50\xff\xff\x18\xff\xf0b\xff\xf1\xff\xff\n".to_vec()),
+        Just(b"\xff\xfd\x06".repeat(40)),
+        (0u8..=255).prop_map(|opt| vec![0xff, 0xfd, opt, 0xff, 0xfb, opt]),
         (1usize..200).prop_map(|n| {
             let mut v = vec![b'x'; n];
             v.push(b'\n');

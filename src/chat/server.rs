@@ -19,6 +19,7 @@ use core::time::Duration;
 use super::command::Command;
 use super::text::{sanitize, valid_name};
 use crate::framing::{LineFramer, LineTooLong};
+use crate::telnet::{Event as TelnetEvent, TelnetDecoder};
 use crate::Instant;
 
 mod commands;
@@ -187,6 +188,8 @@ struct Conn {
     nick: String,
     room: RoomId,
     framer: LineFramer,
+    /// Telnet commands are removed (and refused) before line framing.
+    telnet: TelnetDecoder,
     /// Bytes transmitted and not yet reported flushed.
     queued: usize,
     /// Current key in `ChatServer::deadlines`, if idle timeouts are on.
@@ -369,6 +372,7 @@ impl ChatServer {
             nick,
             room,
             framer: LineFramer::new(self.config.max_line),
+            telnet: TelnetDecoder::new(),
             queued: 0,
             deadline,
             doomed: false,
@@ -385,22 +389,40 @@ impl ChatServer {
         id
     }
 
-    /// Bytes received from `id`, processed line by line.
+    /// Bytes received from `id`: telnet commands are removed first (see
+    /// [`telnet`](crate::telnet)), then the data is processed line by line, in
+    /// stream order: `IAC IP` discards the partial line, and a reply to a telnet
+    /// option is transmitted after the output of the lines before it.
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
         self.advance(now);
-        let Some(conn) = self.open_conn(id)? else {
+        if self.open_conn(id)?.is_none() {
             return Ok(());
-        };
-        conn.framer.push(data);
+        }
         if !data.is_empty() {
             self.touch(now, id);
         }
+        let mut rest = data;
         while let Some(conn) = self.sink.conns.get_mut(&id) {
-            let Some(item) = conn.framer.next_line() else {
+            let Some(event) = conn.telnet.decode(&mut rest) else {
                 break;
             };
-            self.handle_line(id, item);
-            self.process_drops();
+            match event {
+                TelnetEvent::Data(bytes) => {
+                    conn.framer.push(bytes);
+                    while let Some(conn) = self.sink.conns.get_mut(&id) {
+                        let Some(item) = conn.framer.next_line() else {
+                            break;
+                        };
+                        self.handle_line(id, item);
+                        self.process_drops();
+                    }
+                }
+                TelnetEvent::Interrupt => conn.framer.discard_partial(),
+                TelnetEvent::Reply(reply) => {
+                    self.sink.transmit(id, Bytes::copy_from_slice(&reply));
+                    self.process_drops();
+                }
+            }
         }
         Ok(())
     }

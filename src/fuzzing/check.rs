@@ -6,6 +6,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use crate::chat::{ChatServer, CloseReason, ConnId, Output};
+use crate::telnet;
 
 /// Whether `c` must never reach a client: C0 controls except tab and newline, DEL, C1.
 pub fn forbidden_char(c: char) -> bool {
@@ -33,6 +34,8 @@ fn parse_token(line: &str) -> Option<(u64, u64)> {
 #[derive(Debug, Default)]
 struct Conn {
     queued: usize,
+    /// Telnet refusals sent: `(verb, option)`.
+    refused: alloc::collections::BTreeSet<(u8, u8)>,
     /// Highest token seq received from each sender.
     last_seq: BTreeMap<u64, u64>,
 }
@@ -41,7 +44,9 @@ struct Conn {
 ///
 /// * a connection gets nothing after its `Close` (and is closed at most once);
 /// * every transmit is whole, valid UTF-8 lines starting with `<`, `* `, `! ` or
-///   `(pm) `, with no [forbidden](forbidden_char) character;
+///   `(pm) `, with no [forbidden](forbidden_char) character, or one telnet reply:
+///   `IAC WILL TIMING-MARK`, or `IAC WONT x` / `IAC DONT x` at most once per
+///   (verb, option) and connection;
 /// * no sender receives its own [token] (except by `/msg` to itself, or quoted in
 ///   an error line), and tokens from one sender reach each
 ///   recipient in increasing order;
@@ -90,15 +95,19 @@ impl ChatChecker {
                     panic!("transmit to {to:?} which is {}", self.state(*to));
                 };
                 assert!(!bytes.is_empty(), "empty transmit to {to:?}");
-                assert_eq!(
-                    bytes.last(),
-                    Some(&b'\n'),
-                    "transmit to {to:?} is not whole lines: {bytes:?}"
-                );
-                let text = core::str::from_utf8(bytes)
-                    .unwrap_or_else(|e| panic!("invalid UTF-8 to {to:?}: {e}"));
-                for line in text.split_terminator('\n') {
-                    check_line(*to, conn, line);
+                if bytes[0] == telnet::IAC {
+                    check_telnet_reply(*to, conn, bytes);
+                } else {
+                    assert_eq!(
+                        bytes.last(),
+                        Some(&b'\n'),
+                        "transmit to {to:?} is not whole lines: {bytes:?}"
+                    );
+                    let text = core::str::from_utf8(bytes)
+                        .unwrap_or_else(|e| panic!("invalid UTF-8 to {to:?}: {e}"));
+                    for line in text.split_terminator('\n') {
+                        check_line(*to, conn, line);
+                    }
                 }
                 conn.queued += bytes.len();
                 assert!(
@@ -224,6 +233,24 @@ impl ChatChecker {
             Some(r) => format!("closed ({r:?})"),
             None => String::from("never opened"),
         }
+    }
+}
+
+fn check_telnet_reply(to: ConnId, conn: &mut Conn, bytes: &[u8]) {
+    let &[telnet::IAC, verb, opt] = bytes else {
+        panic!("transmit to {to:?} starts with IAC but is no telnet reply: {bytes:?}");
+    };
+    match verb {
+        telnet::WILL => assert_eq!(
+            opt,
+            telnet::TIMING_MARK,
+            "{to:?} was offered telnet option {opt}"
+        ),
+        telnet::WONT | telnet::DONT => assert!(
+            conn.refused.insert((verb, opt)),
+            "{to:?} got telnet refusal {verb} {opt} twice"
+        ),
+        _ => panic!("{to:?} got an unasked telnet command {bytes:?}"),
     }
 }
 

@@ -9,6 +9,8 @@
 //! * [`echo`]: identity and bounds of [`EchoConn`](crate::echo::EchoConn);
 //! * [`command`]: [`Command::parse`](crate::chat::Command::parse), [`sanitize`](crate::chat::sanitize)
 //!   and [`valid_name`](crate::chat::valid_name) never panic and keep their promises;
+//! * [`telnet`](fn@telnet): chunking invariance and bounds of
+//!   [`TelnetDecoder`](crate::telnet::TelnetDecoder), against the model's own parser;
 //! * [`chat`](fn@chat): structure-aware event sequences against [`ChatServer`](crate::chat::ChatServer),
 //!   checked after every step by [`ChatChecker`].
 //!
@@ -19,6 +21,7 @@ mod command;
 mod echo;
 mod framer;
 mod model;
+mod telnet;
 
 #[cfg(feature = "fuzzing")]
 mod chat;
@@ -28,12 +31,13 @@ pub use command::{check_parse, check_sanitize, check_valid_name, command};
 pub use echo::{check_echo, echo, EchoOp};
 pub use framer::{check_framer, chunk, framer, reference};
 pub use model::Model;
+pub use telnet::{check_telnet, telnet, telnet_reference, TelnetOut};
 
 #[cfg(feature = "fuzzing")]
 pub use chat::{agree, chat, run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};
 
 /// Names of the fuzz targets, as in `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat"];
+pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat", "telnet"];
 
 /// Runs the body of fuzz target `target` on `data`; `false` if there is no such target.
 pub fn replay(target: &str, data: &[u8]) -> bool {
@@ -41,6 +45,7 @@ pub fn replay(target: &str, data: &[u8]) -> bool {
         "framer" => framer(data),
         "command" => command(data),
         "echo" => echo(data),
+        "telnet" => telnet(data),
         #[cfg(feature = "fuzzing")]
         "chat" => chat(data),
         _ => return false,

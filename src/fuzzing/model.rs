@@ -2,7 +2,8 @@
 //!
 //! Written from `docs/PROTOCOL.md` plus the choices documented on [`ChatServer`](crate::chat::ChatServer)
 //! and in `src/chat/command.rs`, in the plainest style: a map of clients, rooms found
-//! by scanning clients, its own framing, parsing and sanitizing. It records what each
+//! by scanning clients, its own telnet handling (`docs/PROTOCOL.md`, "Telnet"; written
+//! apart from [`crate::telnet`], byte by byte), framing, parsing and sanitizing. It records what each
 //! connection was sent and how it was closed, to compare with the real core's outputs
 //! (see [`ChatChecker::received`](super::ChatChecker::received)).
 
@@ -24,11 +25,35 @@ const HELP: &str = "* /nick NAME — change your nick\n\
 * /quit [reason] — leave the server\n\
 * /help — this list (start a message with // to send a line starting with /)\n";
 
+/// Where a client's telnet command parsing is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tn {
+    Text,
+    /// After `IAC`.
+    Iac,
+    /// After `IAC` and a verb (`WILL`, `WONT`, `DO`, `DONT`).
+    Verb(u8),
+    /// In a subnegotiation, this many bytes after `IAC SB`.
+    Sub(usize),
+    /// In a subnegotiation, this many bytes after `IAC SB`, the last an `IAC`.
+    SubIac(usize),
+}
+
+/// What one byte of input does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Act {
+    Nothing,
+    Byte(u8),
+    Interrupt,
+    Reply([u8; 3]),
+}
+
 #[derive(Debug)]
 struct Client {
     nick: String,
     /// Lowercased room name without `#`.
     room: String,
+    telnet: Telnet,
     partial: Vec<u8>,
     discarding: bool,
     queued: usize,
@@ -111,14 +136,15 @@ impl Model {
         self.config.idle_timeout.filter(|d| !d.is_zero())
     }
 
-    fn raw(&mut self, id: ConnId, text: &str) {
-        self.sent
-            .entry(id)
-            .or_default()
-            .extend_from_slice(text.as_bytes());
+    fn raw(&mut self, id: ConnId, bytes: &[u8]) {
+        self.sent.entry(id).or_default().extend_from_slice(bytes);
     }
 
     fn send(&mut self, id: ConnId, text: String) {
+        self.send_bytes(id, text.as_bytes());
+    }
+
+    fn send_bytes(&mut self, id: ConnId, bytes: &[u8]) {
         let limit = self.config.send_queue;
         let Some(c) = self.clients.get_mut(&id) else {
             return;
@@ -126,9 +152,9 @@ impl Model {
         if c.doomed {
             return;
         }
-        if c.queued + text.len() <= limit {
-            c.queued += text.len();
-            self.raw(id, &text);
+        if c.queued + bytes.len() <= limit {
+            c.queued += bytes.len();
+            self.raw(id, bytes);
         } else {
             c.doomed = true;
             self.doomed.push_back(id);
@@ -181,7 +207,7 @@ impl Model {
         self.next_id += 1;
         self.sent.insert(id, Vec::new());
         if self.shut_down {
-            self.raw(id, "* server shutting down\n");
+            self.raw(id, b"* server shutting down\n");
             self.close(id, CloseReason::Shutdown);
             return id;
         }
@@ -190,7 +216,7 @@ impl Model {
             .max_conns
             .is_some_and(|m| self.clients.len() + self.closing.len() >= m)
         {
-            self.raw(id, "! server full\n");
+            self.raw(id, b"! server full\n");
             self.close(id, CloseReason::ServerFull);
             return id;
         }
@@ -213,6 +239,7 @@ impl Model {
         let client = Client {
             nick: nick.clone(),
             room: "lobby".into(),
+            telnet: Telnet::default(),
             partial: Vec::new(),
             discarding: false,
             queued: 0,
@@ -236,12 +263,45 @@ impl Model {
         let Some(c) = self.clients.get_mut(&id) else {
             return true;
         };
-        c.partial.extend_from_slice(data);
         if !data.is_empty() {
             if let Some(t) = timeout {
                 c.deadline = Some(now + t);
             }
         }
+        // Telnet first, byte by byte; text bytes are framed in runs, in order with
+        // interrupts and replies.
+        let mut text = Vec::new();
+        for &b in data {
+            let Some(c) = self.clients.get_mut(&id) else {
+                break;
+            };
+            match c.telnet.step(b) {
+                Act::Nothing => {}
+                Act::Byte(b) => text.push(b),
+                Act::Interrupt => {
+                    self.frame(id, &core::mem::take(&mut text));
+                    if let Some(c) = self.clients.get_mut(&id) {
+                        c.partial.clear();
+                        c.discarding = false;
+                    }
+                }
+                Act::Reply(reply) => {
+                    self.frame(id, &core::mem::take(&mut text));
+                    self.send_bytes(id, &reply);
+                    self.drops();
+                }
+            }
+        }
+        self.frame(id, &text);
+        true
+    }
+
+    /// Frames `text` (telnet already removed) and handles each line.
+    fn frame(&mut self, id: ConnId, text: &[u8]) {
+        let Some(c) = self.clients.get_mut(&id) else {
+            return;
+        };
+        c.partial.extend_from_slice(text);
         let max = self.config.max_line;
         while let Some(c) = self.clients.get_mut(&id) {
             match c.partial.iter().position(|&b| b == b'\n') {
@@ -266,7 +326,6 @@ impl Model {
                 }
             }
         }
-        true
     }
 
     /// See [`ChatServer::handle_flushed`](crate::chat::ChatServer::handle_flushed).
@@ -480,5 +539,58 @@ impl Model {
             .or_insert_with(|| format!("#{name}"))
             .clone();
         self.broadcast(&key, None, &format!("* {nick} joined {shown}\n"));
+    }
+}
+
+/// A client's telnet parser, byte by byte (also the reference for the `telnet`
+/// fuzz body).
+#[derive(Debug)]
+pub(super) struct Telnet {
+    tn: Tn,
+    /// `(verb, option)` pairs already refused.
+    refused: BTreeSet<(u8, u8)>,
+}
+
+impl Default for Telnet {
+    fn default() -> Self {
+        Telnet {
+            tn: Tn::Text,
+            refused: BTreeSet::new(),
+        }
+    }
+}
+
+impl Telnet {
+    /// One input byte: `IAC IAC` is a 0xFF text byte, `IAC IP` an interrupt,
+    /// `DO x` is answered `WONT x` and `WILL x` `DONT x` once each (`DO 6`,
+    /// TIMING-MARK, is answered `WILL 6` every time), `WONT`/`DONT` and every other
+    /// `IAC x` vanish, `IAC SB … IAC SE` vanishes but ends by itself 4096 bytes
+    /// after `IAC SB`.
+    pub(super) fn step(&mut self, b: u8) -> Act {
+        const IAC: u8 = 0xFF;
+        const LIMIT: usize = 4096;
+        let (next, act) = match self.tn {
+            Tn::Text if b == IAC => (Tn::Iac, Act::Nothing),
+            Tn::Text => (Tn::Text, Act::Byte(b)),
+            Tn::Iac => match b {
+                IAC => (Tn::Text, Act::Byte(IAC)),
+                0xF4 => (Tn::Text, Act::Interrupt),
+                0xFA => (Tn::Sub(0), Act::Nothing),
+                0xFB..=0xFE => (Tn::Verb(b), Act::Nothing),
+                _ => (Tn::Text, Act::Nothing),
+            },
+            Tn::Verb(0xFD) if b == 6 => (Tn::Text, Act::Reply([IAC, 0xFB, 6])),
+            Tn::Verb(verb @ (0xFD | 0xFB)) if self.refused.insert((verb, b)) => {
+                let answer = if verb == 0xFD { 0xFC } else { 0xFE };
+                (Tn::Text, Act::Reply([IAC, answer, b]))
+            }
+            Tn::Verb(_) => (Tn::Text, Act::Nothing),
+            Tn::SubIac(_) if b == 0xF0 => (Tn::Text, Act::Nothing),
+            Tn::Sub(n) | Tn::SubIac(n) if n + 1 >= LIMIT => (Tn::Text, Act::Nothing),
+            Tn::Sub(n) if b == IAC => (Tn::SubIac(n + 1), Act::Nothing),
+            Tn::Sub(n) | Tn::SubIac(n) => (Tn::Sub(n + 1), Act::Nothing),
+        };
+        self.tn = next;
+        act
     }
 }

@@ -118,6 +118,8 @@ struct Client {
     read_scheduled: bool,
     gone: bool,
     eof: bool,
+    /// Bytes of a telnet reply (`IAC verb option`) still to skip.
+    telnet_skip: u8,
     partial: Vec<u8>,
     got: BTreeSet<(u64, u64)>,
     last_seq: BTreeMap<u64, u64>,
@@ -211,6 +213,7 @@ pub fn run(seed: u64) -> SimReport {
             read_scheduled: false,
             gone: false,
             eof: false,
+            telnet_skip: 0,
             partial: Vec::new(),
             got: BTreeSet::new(),
             last_seq: BTreeMap::new(),
@@ -335,7 +338,8 @@ fn script(
 fn garbage(rng: &mut Rng, max_line: usize) -> Vec<u8> {
     let mut v: Vec<u8> = match rng.next_u64() % 8 {
         0 => alloc::vec![b'y'; rng.urange(max_line, max_line * 3)],
-        1 => b"bad \xff\xfe\xc3 utf8".to_vec(),
+        // Telnet: TIMING-MARK and an option offer (answered), then bad UTF-8.
+        1 => b"\xff\xfd\x06\xff\xfb\x18bad \xfe\xc3 utf8".to_vec(),
         2 => b"esc \x1b]0;pwned\x07 \x1b[2J \x7f \xc2\x85".to_vec(),
         3 => b"/frob".to_vec(),
         4 => b"/nick guest1".to_vec(),
@@ -703,7 +707,17 @@ impl Sim {
             return;
         }
         let data = core::mem::take(&mut c.rbuf);
-        c.partial.extend_from_slice(&data);
+        // Telnet replies (to IAC bytes in junk) are 3 bytes starting with 0xFF, which
+        // no UTF-8 line contains; a reply may be split across reads.
+        for b in data {
+            if c.telnet_skip > 0 {
+                c.telnet_skip -= 1;
+            } else if b == crate::telnet::IAC {
+                c.telnet_skip = 2;
+            } else {
+                c.partial.push(b);
+            }
+        }
         while let Some(p) = c.partial.iter().position(|&b| b == b'\n') {
             let line: Vec<u8> = c.partial.drain(..=p).collect();
             let text = core::str::from_utf8(&line[..p])

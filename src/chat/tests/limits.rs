@@ -45,7 +45,8 @@ fn invalid_utf8_is_discarded() {
     };
     h.send_bytes(
         a,
-        b"bad \xff\xfe bytes\n\xc3\n/nick \xe9t\xe9\nfine \xc3\xa9\n",
+        // `\xff\xff` is telnet's escaped 0xFF: a literal 0xFF byte, not UTF-8.
+        b"bad \xff\xff\xfe bytes\n\xc3\n/nick \xe9t\xe9\nfine \xc3\xa9\n",
     );
     assert_eq!(
         h.lines(a),

@@ -3,7 +3,9 @@
 //!
 //! * [`commands`]: arrival, every row of the command table in `docs/PROTOCOL.md`, the docs example;
 //! * [`limits`]: bad input, departures, send queue, idle timeout, shutdown, and a
-//!   randomized run checking invariants.
+//!   randomized run checking invariants;
+//! * [`telnet`]: telnet commands on the chat port (the Ctrl-C bug, refusals,
+//!   TIMING-MARK order, floods against the send queue).
 
 use alloc::collections::{BTreeMap, BTreeSet};
 #[cfg(not(feature = "std"))]
@@ -17,6 +19,7 @@ use crate::Instant;
 
 mod commands;
 mod limits;
+mod telnet;
 
 /// Drives a [`ChatServer`] and records what each connection was sent.
 struct H {
@@ -26,6 +29,8 @@ struct H {
     inbox: BTreeMap<ConnId, String>,
     /// Raw transmits in order (all of them, for allocation checks).
     log: Vec<(ConnId, Bytes)>,
+    /// Every byte each connection received, telnet replies included, in order.
+    raw: BTreeMap<ConnId, Vec<u8>>,
     closed: BTreeMap<ConnId, CloseReason>,
     /// Connections the core aborted (close grace ran out).
     aborted: BTreeSet<ConnId>,
@@ -42,6 +47,7 @@ impl H {
             now: Instant::ZERO,
             inbox: BTreeMap::new(),
             log: Vec::new(),
+            raw: BTreeMap::new(),
             closed: BTreeMap::new(),
             aborted: BTreeSet::new(),
             auto_flush: true,
@@ -61,10 +67,15 @@ impl H {
                         !self.closed.contains_key(&to),
                         "output to {to:?} after its Close"
                     );
-                    let text = core::str::from_utf8(&bytes).expect("server output is UTF-8");
-                    assert!(text.ends_with('\n'), "whole lines only: {text:?}");
-                    self.inbox.entry(to).or_default().push_str(text);
+                    self.raw.entry(to).or_default().extend_from_slice(&bytes);
                     self.log.push((to, bytes.clone()));
+                    if bytes[0] == crate::telnet::IAC {
+                        assert_eq!(bytes.len(), 3, "one telnet reply per transmit");
+                    } else {
+                        let text = core::str::from_utf8(&bytes).expect("server output is UTF-8");
+                        assert!(text.ends_with('\n'), "whole lines only: {text:?}");
+                        self.inbox.entry(to).or_default().push_str(text);
+                    }
                     if self.auto_flush {
                         self.s.handle_flushed(to, bytes.len()).unwrap();
                     }
