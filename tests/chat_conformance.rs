@@ -649,11 +649,17 @@ fn garbage_bytes_do_no_harm(t: Target) {
     for chunk in garbage.chunks(1000) {
         g.send_raw(chunk);
     }
-    // The garbage client only ever gets errors; it is still served.
-    g.send_raw(b"\n/who\n");
+    // Random bytes hold telnet commands too (0xFF starts one): end whatever may be
+    // open (a subnegotiation, a command waiting for its option byte), then ask.
+    g.send_raw(b"\xff\xf0\xff\xf0\n\n/who\n");
+    // The garbage client only ever gets errors (and telnet refusals); it is served.
     let mut errors = 0;
     loop {
-        let line = g.read_raw_line().expect("garbage client closed");
+        let mut line = g.read_raw_line().expect("garbage client closed");
+        // Answers to options the garbage asked for (`IAC WILL/WONT/DONT x`), 3 bytes each.
+        while line.len() >= 3 && line[0] == 0xff && matches!(line[1], 0xfb | 0xfc | 0xfe) {
+            line.drain(..3);
+        }
         if line.starts_with(b"* in #lobby: ") {
             break;
         }

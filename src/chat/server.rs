@@ -125,11 +125,12 @@ impl CloseReason {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Output {
-    /// Queue `bytes` (one or more whole lines) for `to`; report with `handle_flushed`.
+    /// Queue `bytes` (one or more whole lines, or one 3-byte telnet reply) for `to`;
+    /// report with `handle_flushed`.
     Transmit {
         /// Recipient.
         to: ConnId,
-        /// Encoded lines; broadcasts share one allocation.
+        /// Encoded lines (or a telnet reply); broadcasts share one allocation.
         bytes: Bytes,
     },
     /// Close `id`: after flushing its queue if `reason.flush()`, else at once. The
