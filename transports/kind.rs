@@ -5,7 +5,6 @@
 
 use std::fmt;
 use std::str::FromStr;
-use std::time::Duration;
 
 use crate::chat::ChatConfig;
 use crate::echo::EchoServerConfig;
@@ -36,10 +35,6 @@ pub enum RuntimeKind {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("unknown runtime '{0}' (expected one of: threads, tokio, smol)")]
 pub struct UnknownRuntime(pub String);
-
-/// How long a runtime built by [`RuntimeKind`] may take to wind its tasks down
-/// after the server returned.
-const RUNTIME_GRACE: Duration = Duration::from_secs(2);
 
 impl RuntimeKind {
     /// Every kind, compiled in or not.
@@ -76,16 +71,7 @@ impl RuntimeKind {
         config: EchoServerConfig,
         shutdown: Shutdown,
     ) -> Result<(), ServeError> {
-        match self {
-            #[cfg(feature = "threads")]
-            RuntimeKind::Threads => crate::threads::run_echo(listener, config, shutdown),
-            #[cfg(feature = "tokio")]
-            RuntimeKind::Tokio => on_tokio(crate::tokio::run_echo(listener, config, shutdown))?,
-            #[cfg(feature = "smol")]
-            RuntimeKind::Smol => smol::block_on(crate::smol::run_echo(listener, config, shutdown)),
-            #[allow(unreachable_patterns)]
-            other => Err(other.missing()),
-        }
+        self.serve(listener, Service::Echo(config), shutdown)
     }
 
     /// Serves chat on this runtime, blocking the calling thread (which owns the chat
@@ -96,22 +82,61 @@ impl RuntimeKind {
         config: ChatConfig,
         shutdown: Shutdown,
     ) -> Result<(), ServeError> {
-        match self {
-            #[cfg(feature = "threads")]
-            RuntimeKind::Threads => crate::threads::run_chat(listener, config, shutdown),
-            #[cfg(feature = "tokio")]
-            RuntimeKind::Tokio => on_tokio(crate::tokio::run_chat(listener, config, shutdown))?,
-            #[cfg(feature = "smol")]
-            RuntimeKind::Smol => smol::block_on(crate::smol::run_chat(listener, config, shutdown)),
-            #[allow(unreachable_patterns)]
-            other => Err(other.missing()),
-        }
+        self.serve(listener, Service::Chat(config), shutdown)
     }
 
-    #[allow(dead_code)]
-    fn missing(self) -> ServeError {
-        ServeError::RuntimeUnavailable {
-            runtime: self.to_string(),
+    /// The one match over the built-in runtimes.
+    fn serve(
+        self,
+        listener: Listener,
+        service: Service,
+        shutdown: Shutdown,
+    ) -> Result<(), ServeError> {
+        match self {
+            #[cfg(feature = "threads")]
+            RuntimeKind::Threads => match service {
+                Service::Echo(config) => crate::threads::run_echo(listener, config, shutdown),
+                Service::Chat(config) => crate::threads::run_chat(listener, config, shutdown),
+            },
+            #[cfg(feature = "tokio")]
+            RuntimeKind::Tokio => {
+                on_tokio(service.serve(crate::tokio::TokioRuntime::default(), listener, shutdown))?
+            }
+            #[cfg(feature = "smol")]
+            RuntimeKind::Smol => smol::block_on(async {
+                crate::smol::start_global_executor().await;
+                let rt = crate::smol::SmolRuntime::default();
+                service.serve(rt, listener, shutdown).await
+            }),
+            #[allow(unreachable_patterns)]
+            other => Err(ServeError::RuntimeUnavailable {
+                runtime: other.to_string(),
+            }),
+        }
+    }
+}
+
+/// What to serve.
+enum Service {
+    Echo(EchoServerConfig),
+    Chat(ChatConfig),
+}
+
+impl Service {
+    #[allow(dead_code)] // only with an async runtime compiled in
+    async fn serve<R: crate::runtime::Runtime>(
+        self,
+        rt: R,
+        listener: Listener,
+        shutdown: Shutdown,
+    ) -> Result<(), ServeError> {
+        match self {
+            Service::Echo(config) => {
+                crate::runtime::serve_echo(rt, listener, config, shutdown).await
+            }
+            Service::Chat(config) => {
+                crate::runtime::serve_chat(rt, listener, config, shutdown).await
+            }
         }
     }
 }
@@ -124,7 +149,8 @@ fn on_tokio<F: std::future::Future>(server: F) -> Result<F::Output, ServeError> 
         .thread_name("echochat-tokio")
         .build()?;
     let out = runtime.block_on(server);
-    runtime.shutdown_timeout(RUNTIME_GRACE);
+    // The server returned: its tasks get this long to wind down.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(2));
     Ok(out)
 }
 

@@ -55,7 +55,7 @@ pub async fn run_chat(
 /// Starts smol's global executor before serving: its first task (async-process's
 /// SIGCHLD reaper) opens a pipe, and panics in smol's thread if that first happens
 /// when clients have used up every file descriptor. Runs once; later calls are free.
-async fn start_global_executor() {
+pub(crate) async fn start_global_executor() {
     smol::spawn(async {}).await;
 }
 

@@ -105,6 +105,7 @@ impl<S: Sock> EchoHub<S> {
     }
 
     /// Wakes every waiter (e.g. the shutdown signal was triggered).
+    #[cfg(feature = "threads")]
     pub(crate) fn wake(&self) {
         self.changed.notify(usize::MAX);
     }
