@@ -1,7 +1,11 @@
 //! The `echochat` binary end to end (SPEC §1), on every compiled-in runtime:
 //! servers announce `listening on IP:PORT`, stop with exit 0 on SIGTERM/SIGINT,
-//! fail with one clear line on bad flags and busy addresses; our clients talk to
-//! our servers and to the tutorial's Python programs, and vice versa.
+//! fail with one clear line on bad flags and busy addresses; our clients talk to our servers and to small Python
+//! programs shipped in `tests/python/` (the socket calls of the classic tutorial
+//! echochat started from), and vice versa.
+//!
+//! These tests need `python3` (on every machine this project runs on, and installed
+//! by `.ci/run`): without it they fail with a clear message, they never pass unrun.
 //!
 //! Every wait is for an observable event (a line, an exit) with a generous deadline.
 #![cfg(feature = "cli")]
@@ -16,7 +20,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_echochat");
-const TUTORIAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tutorial");
+/// The project's own Python echo programs (see each file's header).
+const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
 /// Generous: nothing here should take more than a fraction of it.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -256,12 +261,16 @@ impl Server {
     fn start(service: &str, runtime: &str, extra: &[&str]) -> Server {
         let mut args = vec![service, "--addr", "127.0.0.1:0", "--runtime", runtime];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn(&args);
+        Server::announced(Proc::spawn(&args))
+    }
+
+    /// A started server process, once it printed `listening on IP:PORT`.
+    fn announced(proc: Proc) -> Server {
         let line = proc.next_line("the `listening on` line");
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("bad announcement {line:?}"));
+            .unwrap_or_else(|| panic!("{}: bad announcement {line:?}", proc.name));
         assert_eq!(addr.ip().to_string(), "127.0.0.1");
         assert_ne!(addr.port(), 0);
         Server { proc, addr }
@@ -290,19 +299,23 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// `python3` and the tutorial folder, or a clear reason to skip.
-fn tutorial_python() -> Option<String> {
-    if !Path::new(TUTORIAL).is_dir() {
-        eprintln!("SKIPPED: tutorial folder {TUTORIAL} not found");
-        return None;
-    }
+/// Starts `python3 tests/python/<script> args…`; fails the test, loudly, if there
+/// is no `python3`.
+fn python(script: &str, args: &[&str]) -> Proc {
     match Command::new("python3").arg("--version").output() {
-        Ok(out) if out.status.success() => Some(TUTORIAL.to_owned()),
-        _ => {
-            eprintln!("SKIPPED: python3 not available");
-            None
-        }
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("this test needs python3: `python3 --version` failed: {out:?}"),
+        Err(e) => panic!("this test needs python3 (apt-get install python3): {e}"),
     }
+    let path = format!("{PYTHON_DIR}/{script}");
+    let mut argv = vec!["-u", path.as_str()];
+    argv.extend_from_slice(args);
+    Proc::spawn_cmd("python3", &argv, &[("PYTHONIOENCODING", "utf-8")])
+}
+
+/// One of our Python echo servers on `127.0.0.1:0`, once it announced its port.
+fn python_server(script: &str) -> Server {
+    Server::announced(python(script, &["127.0.0.1", "0"]))
 }
 
 // ---------------------------------------------------------------------------
@@ -453,35 +466,15 @@ fn udp_flag_echoes_datagrams(runtime: &str) {
     server.stop_with("TERM");
 }
 
-fn tutorial_client_against_our_server(runtime: &str) {
-    let Some(tutorial) = tutorial_python() else {
-        return;
-    };
+fn python_client_against_our_server(runtime: &str) {
     let server = Server::start("echo-server", runtime, &[]);
     let port = server.addr.port().to_string();
-    let script = format!("{tutorial}/echo_client.py");
-    let env = [
-        ("SEED_HOST", "127.0.0.1"),
-        ("SEED_PORT", port.as_str()),
-        ("PYTHONIOENCODING", "utf-8"),
-    ];
-    let mut python = Proc::spawn_cmd("python3", &["-u", &script], &env);
-    python.send("hello from the tutorial\n");
-    python.close_stdin();
-    let done = python.finish();
-    assert!(
-        done.status.success(),
-        "echo_client.py: {:?}: {}",
-        done.status,
-        done.stderr
-    );
-    assert!(
-        done.stdout
-            .iter()
-            .any(|l| l.ends_with(": hello from the tutorial")),
-        "echo_client.py printed {:?}",
-        done.stdout
-    );
+    let mut client = python("echo_client.py", &["127.0.0.1", &port]);
+    client.send("hello from python, 안녕\n");
+    client.close_stdin();
+    let done = client.finish();
+    done.assert_success("echo_client.py");
+    assert_eq!(done.stdout, ["reply: hello from python, 안녕"]);
     server.stop_with("TERM");
 }
 
@@ -573,7 +566,7 @@ on_every_runtime!(
     echo_client_streams_large_input,
     echo_client_fails_when_the_server_refuses_it,
     udp_flag_echoes_datagrams,
-    tutorial_client_against_our_server,
+    python_client_against_our_server,
     chat_clients_talk,
     chat_client_exits_when_server_stops,
     chat_server_flags_reach_the_core,
@@ -602,38 +595,64 @@ fn clients_report_a_server_that_is_down() {
 }
 
 #[test]
-fn our_client_against_the_tutorial_server() {
-    let Some(tutorial) = tutorial_python() else {
-        return;
-    };
-    let port = free_port().to_string();
-    let script = format!("{tutorial}/echo_server.py");
-    let env = [
-        ("SEED_HOST", "127.0.0.1"),
-        ("SEED_PORT", port.as_str()),
-        ("PYTHONIOENCODING", "utf-8"),
-    ];
-    let python = Proc::spawn_cmd("python3", &["-u", &script], &env);
-    // Its first line says it is listening (printed after listen()).
-    python.next_line("echo_server.py to start listening");
-    let addr = format!("127.0.0.1:{port}");
+fn our_client_against_the_python_server() {
+    let server = python_server("echo_server.py");
     let client = Proc::spawn(&[
         "echo-client",
         "--addr",
-        &addr,
+        &server.addr(),
         "--message",
-        "hello, tutorial",
+        "hello, python",
     ])
     .finish();
     client.assert_success("echo-client against echo_server.py");
-    assert_eq!(client.stdout, ["hello, tutorial"]);
-    let done = python.finish();
-    assert!(
-        done.status.success(),
-        "echo_server.py: {:?}: {}",
-        done.status,
-        done.stderr
+    assert_eq!(client.stdout, ["hello, python"]);
+    // It serves one client, then exits 0 by itself.
+    server.proc.finish().assert_success("echo_server.py");
+}
+
+/// Two of our clients at once: the second is served while the first is still
+/// connected, so the server really runs a thread per client. The server never
+/// exits by itself: it is killed by PID when `server` is dropped.
+#[test]
+fn our_clients_against_the_threaded_python_server() {
+    let server = python_server("threaded_echo_server.py");
+    let addr = server.addr();
+    let mut first = Proc::spawn(&["echo-client", "--addr", &addr]);
+    first.send("first, still connected\n");
+    assert_eq!(
+        first.next_line("the first client's echo"),
+        "first, still connected"
     );
+    let second = Proc::spawn(&["echo-client", "--addr", &addr, "--message", "second"]).finish();
+    second.assert_success("echo-client while another one is connected");
+    assert_eq!(second.stdout, ["second"]);
+    first.send("first again\n");
+    first.close_stdin();
+    let done = first.finish();
+    done.assert_success("first echo-client");
+    assert_eq!(done.stdout, ["first again"]);
+    let bench = Proc::spawn(&[
+        "bench",
+        "echo",
+        "--addr",
+        &addr,
+        "--conns",
+        "3",
+        "--duration",
+        "0.3",
+    ])
+    .finish();
+    bench.assert_success("bench echo against threaded_echo_server.py");
+    assert!(
+        bench
+            .stdout
+            .iter()
+            .any(|l| l.contains("every byte checked")),
+        "{:?}",
+        bench.stdout
+    );
+    drop(server);
 }
 
 #[test]
