@@ -1,6 +1,7 @@
 //! The `echochat` binary end to end (SPEC §1), on every compiled-in runtime:
 //! servers announce `listening on IP:PORT`, stop with exit 0 on SIGTERM/SIGINT,
-//! fail with one clear line on bad flags and busy addresses; our clients talk to our servers and to small Python
+//! fail with one clear line on busy addresses and with clap's usage errors (and
+//! hints) on bad flags; our clients talk to our servers and to small Python
 //! programs shipped in `tests/python/` (the socket calls of the classic tutorial
 //! echochat started from), and vice versa.
 //!
@@ -244,6 +245,28 @@ impl Finished {
     }
 }
 
+impl Finished {
+    /// A usage error as clap prints it: exit 2, nothing on stdout, and stderr
+    /// starting with clap's one-line `error: …` (then its hints and usage).
+    fn assert_usage_error(&self, what: &str) -> &str {
+        assert_eq!(
+            self.status.code(),
+            Some(2),
+            "{what}: {:?}; stderr: {}",
+            self.status,
+            self.stderr
+        );
+        assert!(self.stdout.is_empty(), "{what}: stdout {:?}", self.stdout);
+        assert_no_panic(&self.stderr);
+        assert!(
+            self.stderr.starts_with("error: "),
+            "{what}: not a clap error: {:?}",
+            self.stderr
+        );
+        &self.stderr
+    }
+}
+
 fn assert_no_panic(stderr: &str) {
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
@@ -342,15 +365,14 @@ fn servers_stop_on_sigint(runtime: &str) {
     Server::start("chat-server", runtime, &[]).stop_with("INT");
 }
 
-fn bad_flags_fail_with_one_line(runtime: &str) {
+fn bad_flags_fail_with_a_usage_error(runtime: &str) {
     for args in [
         &["echo-server", "--runtime", runtime, "--bogus"][..],
         &["chat-server", "--runtime", runtime, "--max-line", "0"],
         &["echo-server", "--runtime", runtime, "--max-conns", "many"],
     ] {
         let done = Proc::spawn(args).finish();
-        let line = done.assert_one_line_failure(&args.join(" "));
-        assert_eq!(done.status.code(), Some(2), "{line}");
+        done.assert_usage_error(&args.join(" "));
     }
 }
 
@@ -558,7 +580,7 @@ on_every_runtime!(
     echo_server_announces_and_stops_on_sigterm,
     chat_server_announces_and_stops_on_sigterm,
     servers_stop_on_sigint,
-    bad_flags_fail_with_one_line,
+    bad_flags_fail_with_a_usage_error,
     address_in_use_fails_with_one_line,
     once_serves_one_client_then_exits,
     echo_client_message_mode,
@@ -653,6 +675,34 @@ fn our_clients_against_the_threaded_python_server() {
         bench.stdout
     );
     drop(server);
+}
+
+#[test]
+fn usage_errors_keep_clap_hints() {
+    for (args, hints) in [
+        (
+            &["chat-server", "--runtime", "tokyo"][..],
+            &[
+                "invalid value 'tokyo'",
+                "[possible values: threads, tokio, smol]",
+            ][..],
+        ),
+        (
+            &["chat-server", "--max-con", "5"],
+            &["'--max-con'", "a similar argument exists: '--max-conns'"],
+        ),
+        (
+            &["chat-sever"],
+            &["'chat-sever'", "similar subcommand", "'chat-server'"],
+        ),
+    ] {
+        let what = args.join(" ");
+        let done = Proc::spawn(args).finish();
+        let stderr = done.assert_usage_error(&what);
+        for hint in hints {
+            assert!(stderr.contains(hint), "{what}: no {hint:?} in {stderr:?}");
+        }
+    }
 }
 
 #[test]
