@@ -3,7 +3,8 @@
 //! fail with one clear line on busy addresses and with clap's usage errors (and
 //! hints) on bad flags; our clients talk to our servers and to small Python
 //! programs shipped in `tests/python/` (the socket calls of the classic tutorial
-//! echochat started from), and vice versa.
+//! echochat started from), and vice versa; `bench` exits non-zero when what came
+//! back was wrong.
 //!
 //! These tests need `python3` (on every machine this project runs on, and installed
 //! by `.ci/run`): without it they fail with a clear message, they never pass unrun.
@@ -146,6 +147,20 @@ impl Proc {
                     self.stderr()
                 ),
             }
+        }
+    }
+
+    /// Waits until stderr contains `needle` (polled: stderr is collected, not split).
+    fn wait_for_stderr(&self, needle: &str) {
+        let end = Instant::now() + DEADLINE;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "{}: no {needle:?} on stderr; stderr: {}",
+                self.name,
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
         }
     }
 
@@ -764,4 +779,166 @@ fn logs_go_to_stderr_and_verbose_raises_the_level() {
         "info logs without -v: {:?}",
         done.stderr
     );
+}
+
+// ---------------------------------------------------------------------------
+// `bench`: its exit code says whether what came back was right.
+// ---------------------------------------------------------------------------
+
+/// Runs `echochat bench args…` to its end.
+fn bench(args: &[&str]) -> Finished {
+    let mut argv = vec!["bench"];
+    argv.extend_from_slice(args);
+    Proc::spawn(&argv).finish()
+}
+
+/// A failed bench run: the summary on stdout, then one `echochat: bench: …` line.
+fn assert_bench_failed(done: &Finished, what: &str) -> String {
+    assert!(!done.stdout.is_empty(), "{what}: no summary");
+    let line = done.assert_one_line_failure(what);
+    assert_eq!(done.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("echochat: bench: "), "{line}");
+    line
+}
+
+#[test]
+fn bench_passes_against_the_right_servers() {
+    let echo = Server::start("echo-server", "tokio", &[]);
+    for mode in ["pingpong", "stream"] {
+        let done = bench(&[
+            "echo",
+            "--addr",
+            &echo.addr(),
+            "--mode",
+            mode,
+            "--duration",
+            "0.3",
+        ]);
+        done.assert_success(&format!("bench echo --mode {mode}"));
+        assert!(
+            done.stdout.iter().any(|l| l.contains("every byte checked")),
+            "{:?}",
+            done.stdout
+        );
+    }
+    let done = bench(&[
+        "idle",
+        "--addr",
+        &echo.addr(),
+        "--conns",
+        "5",
+        "--hold",
+        "0",
+    ]);
+    done.assert_success("bench idle");
+    echo.stop_with("TERM");
+
+    let chat = Server::start("chat-server", "tokio", &[]);
+    let done = bench(&[
+        "chat",
+        "--addr",
+        &chat.addr(),
+        "--clients",
+        "3",
+        "--msgs",
+        "10",
+    ]);
+    done.assert_success("bench chat");
+    assert!(
+        done.stdout.iter().any(|l| l.contains("delivered: 60/60")),
+        "{:?}",
+        done.stdout
+    );
+    chat.stop_with("TERM");
+}
+
+/// Every line comes back to its own sender and reaches no one else: lost and
+/// wrong, so the run fails.
+#[test]
+fn bench_chat_against_an_echo_server_fails() {
+    let server = Server::start("echo-server", "tokio", &[]);
+    let done = bench(&[
+        "chat",
+        "--addr",
+        &server.addr(),
+        "--clients",
+        "2",
+        "--msgs",
+        "5",
+        "--drain",
+        "0.2",
+    ]);
+    let line = assert_bench_failed(&done, "bench chat against echo-server");
+    assert!(line.contains("10 lost"), "{line}");
+    assert!(
+        done.stdout.iter().any(|l| l.contains("lost:      10")),
+        "{:?}",
+        done.stdout
+    );
+    server.stop_with("TERM");
+}
+
+/// The chat server's welcome is not the echo of anything: a mismatch at once,
+/// nothing echoed, and no claim that any byte was checked.
+#[test]
+fn bench_echo_against_a_chat_server_fails() {
+    let server = Server::start("chat-server", "tokio", &[]);
+    for mode in ["pingpong", "stream"] {
+        let what = format!("bench echo --mode {mode} against chat-server");
+        let done = bench(&[
+            "echo",
+            "--addr",
+            &server.addr(),
+            "--mode",
+            mode,
+            "--duration",
+            "0.3",
+        ]);
+        let line = assert_bench_failed(&done, &what);
+        assert!(line.contains("mismatch"), "{what}: {line}");
+        assert!(
+            !done.stdout.iter().any(|l| l.contains("every byte checked")),
+            "{what}: {:?}",
+            done.stdout
+        );
+    }
+    server.stop_with("TERM");
+}
+
+/// SIGINT (Ctrl-C) in the middle of a long run: the partial summary is printed,
+/// marked as interrupted, and the exit code is non-zero.
+#[test]
+fn bench_prints_a_partial_summary_on_ctrl_c() {
+    let server = Server::start("echo-server", "tokio", &[]);
+    let run = Proc::spawn(&[
+        "bench",
+        "echo",
+        "--addr",
+        &server.addr(),
+        "--duration",
+        "600",
+        "-v",
+    ]);
+    // Logged once connected, after the signal handler is in place.
+    run.wait_for_stderr("connected to");
+    run.signal("INT");
+    let done = run.finish();
+    assert_eq!(done.status.code(), Some(1), "{:?}", done.stdout);
+    assert_no_panic(&done.stderr);
+    assert!(
+        done.stdout.iter().any(|l| l.contains("every byte checked")),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.iter().any(|l| l.contains("interrupted after")),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stderr.contains("echochat: bench: interrupted after"),
+        "{}",
+        done.stderr
+    );
+    server.stop_with("TERM");
 }
