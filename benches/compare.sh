@@ -21,7 +21,7 @@ CHAT_CLIENTS=${CHAT_CLIENTS:-50}
 BIG_QUEUE=${BIG_QUEUE:-16777216}
 TARGET=${CARGO_TARGET_DIR:-target}
 
-cargo build --release --examples --bin echochat >&2
+cargo build --release --features cli --examples --bin echochat >&2
 BIN="$TARGET/release/echochat"
 EX="$TARGET/release/examples"
 OUT=$(mktemp -d)

@@ -299,6 +299,7 @@ fn shutdown_with_clients_connected(t: Target) {
 /// Binary only (the limit applies to the server process): with more clients than
 /// file descriptors, `accept` fails with EMFILE; the server backs off and keeps
 /// serving, and accepts the waiting clients once descriptors are free again.
+#[cfg(feature = "cli")]
 fn accept_survives_fd_exhaustion(t: Target) {
     // util-linux is on every Debian system, and `.ci/run` installs it: a missing
     // `prlimit` fails this test rather than letting it pass without running.
