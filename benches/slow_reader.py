@@ -7,6 +7,8 @@ clients in the same room, and reports the server's peak memory growth (VmHWM min
 the RSS before the run), what the bench lost, and whether the non-reader was dropped.
 
     python3 benches/slow_reader.py [path/to/echochat]   (default: target/release/echochat)
+
+Build the binary first: cargo build --release --features cli
 """
 import json, os, socket, subprocess, sys, time
 

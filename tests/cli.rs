@@ -1,7 +1,13 @@
 //! The `echochat` binary end to end (SPEC §1), on every compiled-in runtime:
 //! servers announce `listening on IP:PORT`, stop with exit 0 on SIGTERM/SIGINT,
-//! fail with one clear line on bad flags and busy addresses; our clients talk to
-//! our servers and to the tutorial's Python programs, and vice versa.
+//! fail with one clear line on busy addresses and with clap's usage errors (and
+//! hints) on bad flags; our clients talk to our servers and to small Python
+//! programs shipped in `tests/python/` (the socket calls of the classic tutorial
+//! echochat started from), and vice versa; `bench` exits non-zero when what came
+//! back was wrong.
+//!
+//! These tests need `python3` (on every machine this project runs on, and installed
+//! by `.ci/run`): without it they fail with a clear message, they never pass unrun.
 //!
 //! Every wait is for an observable event (a line, an exit) with a generous deadline.
 #![cfg(feature = "cli")]
@@ -16,7 +22,8 @@ use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_echochat");
-const TUTORIAL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../shared/tutorial");
+/// The project's own Python echo programs (see each file's header).
+const PYTHON_DIR: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/python");
 /// Generous: nothing here should take more than a fraction of it.
 const DEADLINE: Duration = Duration::from_secs(10);
 
@@ -143,6 +150,20 @@ impl Proc {
         }
     }
 
+    /// Waits until stderr contains `needle` (polled: stderr is collected, not split).
+    fn wait_for_stderr(&self, needle: &str) {
+        let end = Instant::now() + DEADLINE;
+        while !self.stderr().contains(needle) {
+            assert!(
+                Instant::now() < end,
+                "{}: no {needle:?} on stderr; stderr: {}",
+                self.name,
+                self.stderr()
+            );
+            thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     fn send(&mut self, text: &str) {
         let stdin = self.stdin.as_mut().expect("stdin still open");
         stdin
@@ -239,6 +260,28 @@ impl Finished {
     }
 }
 
+impl Finished {
+    /// A usage error as clap prints it: exit 2, nothing on stdout, and stderr
+    /// starting with clap's one-line `error: …` (then its hints and usage).
+    fn assert_usage_error(&self, what: &str) -> &str {
+        assert_eq!(
+            self.status.code(),
+            Some(2),
+            "{what}: {:?}; stderr: {}",
+            self.status,
+            self.stderr
+        );
+        assert!(self.stdout.is_empty(), "{what}: stdout {:?}", self.stdout);
+        assert_no_panic(&self.stderr);
+        assert!(
+            self.stderr.starts_with("error: "),
+            "{what}: not a clap error: {:?}",
+            self.stderr
+        );
+        &self.stderr
+    }
+}
+
 fn assert_no_panic(stderr: &str) {
     assert!(
         !stderr.contains("panicked") && !stderr.contains("backtrace"),
@@ -256,12 +299,16 @@ impl Server {
     fn start(service: &str, runtime: &str, extra: &[&str]) -> Server {
         let mut args = vec![service, "--addr", "127.0.0.1:0", "--runtime", runtime];
         args.extend_from_slice(extra);
-        let proc = Proc::spawn(&args);
+        Server::announced(Proc::spawn(&args))
+    }
+
+    /// A started server process, once it printed `listening on IP:PORT`.
+    fn announced(proc: Proc) -> Server {
         let line = proc.next_line("the `listening on` line");
         let addr = line
             .strip_prefix("listening on ")
             .and_then(|a| a.parse::<SocketAddr>().ok())
-            .unwrap_or_else(|| panic!("bad announcement {line:?}"));
+            .unwrap_or_else(|| panic!("{}: bad announcement {line:?}", proc.name));
         assert_eq!(addr.ip().to_string(), "127.0.0.1");
         assert_ne!(addr.port(), 0);
         Server { proc, addr }
@@ -290,19 +337,23 @@ fn free_port() -> u16 {
     listener.local_addr().expect("local addr").port()
 }
 
-/// `python3` and the tutorial folder, or a clear reason to skip.
-fn tutorial_python() -> Option<String> {
-    if !Path::new(TUTORIAL).is_dir() {
-        eprintln!("SKIPPED: tutorial folder {TUTORIAL} not found");
-        return None;
-    }
+/// Starts `python3 tests/python/<script> args…`; fails the test, loudly, if there
+/// is no `python3`.
+fn python(script: &str, args: &[&str]) -> Proc {
     match Command::new("python3").arg("--version").output() {
-        Ok(out) if out.status.success() => Some(TUTORIAL.to_owned()),
-        _ => {
-            eprintln!("SKIPPED: python3 not available");
-            None
-        }
+        Ok(out) if out.status.success() => {}
+        Ok(out) => panic!("this test needs python3: `python3 --version` failed: {out:?}"),
+        Err(e) => panic!("this test needs python3 (apt-get install python3): {e}"),
     }
+    let path = format!("{PYTHON_DIR}/{script}");
+    let mut argv = vec!["-u", path.as_str()];
+    argv.extend_from_slice(args);
+    Proc::spawn_cmd("python3", &argv, &[("PYTHONIOENCODING", "utf-8")])
+}
+
+/// One of our Python echo servers on `127.0.0.1:0`, once it announced its port.
+fn python_server(script: &str) -> Server {
+    Server::announced(python(script, &["127.0.0.1", "0"]))
 }
 
 // ---------------------------------------------------------------------------
@@ -329,15 +380,14 @@ fn servers_stop_on_sigint(runtime: &str) {
     Server::start("chat-server", runtime, &[]).stop_with("INT");
 }
 
-fn bad_flags_fail_with_one_line(runtime: &str) {
+fn bad_flags_fail_with_a_usage_error(runtime: &str) {
     for args in [
         &["echo-server", "--runtime", runtime, "--bogus"][..],
         &["chat-server", "--runtime", runtime, "--max-line", "0"],
         &["echo-server", "--runtime", runtime, "--max-conns", "many"],
     ] {
         let done = Proc::spawn(args).finish();
-        let line = done.assert_one_line_failure(&args.join(" "));
-        assert_eq!(done.status.code(), Some(2), "{line}");
+        done.assert_usage_error(&args.join(" "));
     }
 }
 
@@ -453,35 +503,15 @@ fn udp_flag_echoes_datagrams(runtime: &str) {
     server.stop_with("TERM");
 }
 
-fn tutorial_client_against_our_server(runtime: &str) {
-    let Some(tutorial) = tutorial_python() else {
-        return;
-    };
+fn python_client_against_our_server(runtime: &str) {
     let server = Server::start("echo-server", runtime, &[]);
     let port = server.addr.port().to_string();
-    let script = format!("{tutorial}/echo_client.py");
-    let env = [
-        ("SEED_HOST", "127.0.0.1"),
-        ("SEED_PORT", port.as_str()),
-        ("PYTHONIOENCODING", "utf-8"),
-    ];
-    let mut python = Proc::spawn_cmd("python3", &["-u", &script], &env);
-    python.send("hello from the tutorial\n");
-    python.close_stdin();
-    let done = python.finish();
-    assert!(
-        done.status.success(),
-        "echo_client.py: {:?}: {}",
-        done.status,
-        done.stderr
-    );
-    assert!(
-        done.stdout
-            .iter()
-            .any(|l| l.ends_with(": hello from the tutorial")),
-        "echo_client.py printed {:?}",
-        done.stdout
-    );
+    let mut client = python("echo_client.py", &["127.0.0.1", &port]);
+    client.send("hello from python, 안녕\n");
+    client.close_stdin();
+    let done = client.finish();
+    done.assert_success("echo_client.py");
+    assert_eq!(done.stdout, ["reply: hello from python, 안녕"]);
     server.stop_with("TERM");
 }
 
@@ -565,7 +595,7 @@ on_every_runtime!(
     echo_server_announces_and_stops_on_sigterm,
     chat_server_announces_and_stops_on_sigterm,
     servers_stop_on_sigint,
-    bad_flags_fail_with_one_line,
+    bad_flags_fail_with_a_usage_error,
     address_in_use_fails_with_one_line,
     once_serves_one_client_then_exits,
     echo_client_message_mode,
@@ -573,7 +603,7 @@ on_every_runtime!(
     echo_client_streams_large_input,
     echo_client_fails_when_the_server_refuses_it,
     udp_flag_echoes_datagrams,
-    tutorial_client_against_our_server,
+    python_client_against_our_server,
     chat_clients_talk,
     chat_client_exits_when_server_stops,
     chat_server_flags_reach_the_core,
@@ -602,38 +632,92 @@ fn clients_report_a_server_that_is_down() {
 }
 
 #[test]
-fn our_client_against_the_tutorial_server() {
-    let Some(tutorial) = tutorial_python() else {
-        return;
-    };
-    let port = free_port().to_string();
-    let script = format!("{tutorial}/echo_server.py");
-    let env = [
-        ("SEED_HOST", "127.0.0.1"),
-        ("SEED_PORT", port.as_str()),
-        ("PYTHONIOENCODING", "utf-8"),
-    ];
-    let python = Proc::spawn_cmd("python3", &["-u", &script], &env);
-    // Its first line says it is listening (printed after listen()).
-    python.next_line("echo_server.py to start listening");
-    let addr = format!("127.0.0.1:{port}");
+fn our_client_against_the_python_server() {
+    let server = python_server("echo_server.py");
     let client = Proc::spawn(&[
         "echo-client",
         "--addr",
-        &addr,
+        &server.addr(),
         "--message",
-        "hello, tutorial",
+        "hello, python",
     ])
     .finish();
     client.assert_success("echo-client against echo_server.py");
-    assert_eq!(client.stdout, ["hello, tutorial"]);
-    let done = python.finish();
-    assert!(
-        done.status.success(),
-        "echo_server.py: {:?}: {}",
-        done.status,
-        done.stderr
+    assert_eq!(client.stdout, ["hello, python"]);
+    // It serves one client, then exits 0 by itself.
+    server.proc.finish().assert_success("echo_server.py");
+}
+
+/// Two of our clients at once: the second is served while the first is still
+/// connected, so the server really runs a thread per client. The server never
+/// exits by itself: it is killed by PID when `server` is dropped.
+#[test]
+fn our_clients_against_the_threaded_python_server() {
+    let server = python_server("threaded_echo_server.py");
+    let addr = server.addr();
+    let mut first = Proc::spawn(&["echo-client", "--addr", &addr]);
+    first.send("first, still connected\n");
+    assert_eq!(
+        first.next_line("the first client's echo"),
+        "first, still connected"
     );
+    let second = Proc::spawn(&["echo-client", "--addr", &addr, "--message", "second"]).finish();
+    second.assert_success("echo-client while another one is connected");
+    assert_eq!(second.stdout, ["second"]);
+    first.send("first again\n");
+    first.close_stdin();
+    let done = first.finish();
+    done.assert_success("first echo-client");
+    assert_eq!(done.stdout, ["first again"]);
+    let bench = Proc::spawn(&[
+        "bench",
+        "echo",
+        "--addr",
+        &addr,
+        "--conns",
+        "3",
+        "--duration",
+        "0.3",
+    ])
+    .finish();
+    bench.assert_success("bench echo against threaded_echo_server.py");
+    assert!(
+        bench
+            .stdout
+            .iter()
+            .any(|l| l.contains("every byte checked")),
+        "{:?}",
+        bench.stdout
+    );
+    drop(server);
+}
+
+#[test]
+fn usage_errors_keep_clap_hints() {
+    for (args, hints) in [
+        (
+            &["chat-server", "--runtime", "tokyo"][..],
+            &[
+                "invalid value 'tokyo'",
+                "[possible values: threads, tokio, smol]",
+            ][..],
+        ),
+        (
+            &["chat-server", "--max-con", "5"],
+            &["'--max-con'", "a similar argument exists: '--max-conns'"],
+        ),
+        (
+            &["chat-sever"],
+            &["'chat-sever'", "similar subcommand", "'chat-server'"],
+        ),
+    ] {
+        let what = args.join(" ");
+        let done = Proc::spawn(args).finish();
+        let stderr = done.assert_usage_error(&what);
+        for hint in hints {
+            assert!(stderr.contains(hint), "{what}: no {hint:?} in {stderr:?}");
+        }
+    }
 }
 
 #[test]
@@ -695,4 +779,166 @@ fn logs_go_to_stderr_and_verbose_raises_the_level() {
         "info logs without -v: {:?}",
         done.stderr
     );
+}
+
+// ---------------------------------------------------------------------------
+// `bench`: its exit code says whether what came back was right.
+// ---------------------------------------------------------------------------
+
+/// Runs `echochat bench args…` to its end.
+fn bench(args: &[&str]) -> Finished {
+    let mut argv = vec!["bench"];
+    argv.extend_from_slice(args);
+    Proc::spawn(&argv).finish()
+}
+
+/// A failed bench run: the summary on stdout, then one `echochat: bench: …` line.
+fn assert_bench_failed(done: &Finished, what: &str) -> String {
+    assert!(!done.stdout.is_empty(), "{what}: no summary");
+    let line = done.assert_one_line_failure(what);
+    assert_eq!(done.status.code(), Some(1), "{line}");
+    assert!(line.starts_with("echochat: bench: "), "{line}");
+    line
+}
+
+#[test]
+fn bench_passes_against_the_right_servers() {
+    let echo = Server::start("echo-server", "tokio", &[]);
+    for mode in ["pingpong", "stream"] {
+        let done = bench(&[
+            "echo",
+            "--addr",
+            &echo.addr(),
+            "--mode",
+            mode,
+            "--duration",
+            "0.3",
+        ]);
+        done.assert_success(&format!("bench echo --mode {mode}"));
+        assert!(
+            done.stdout.iter().any(|l| l.contains("every byte checked")),
+            "{:?}",
+            done.stdout
+        );
+    }
+    let done = bench(&[
+        "idle",
+        "--addr",
+        &echo.addr(),
+        "--conns",
+        "5",
+        "--hold",
+        "0",
+    ]);
+    done.assert_success("bench idle");
+    echo.stop_with("TERM");
+
+    let chat = Server::start("chat-server", "tokio", &[]);
+    let done = bench(&[
+        "chat",
+        "--addr",
+        &chat.addr(),
+        "--clients",
+        "3",
+        "--msgs",
+        "10",
+    ]);
+    done.assert_success("bench chat");
+    assert!(
+        done.stdout.iter().any(|l| l.contains("delivered: 60/60")),
+        "{:?}",
+        done.stdout
+    );
+    chat.stop_with("TERM");
+}
+
+/// Every line comes back to its own sender and reaches no one else: lost and
+/// wrong, so the run fails.
+#[test]
+fn bench_chat_against_an_echo_server_fails() {
+    let server = Server::start("echo-server", "tokio", &[]);
+    let done = bench(&[
+        "chat",
+        "--addr",
+        &server.addr(),
+        "--clients",
+        "2",
+        "--msgs",
+        "5",
+        "--drain",
+        "0.2",
+    ]);
+    let line = assert_bench_failed(&done, "bench chat against echo-server");
+    assert!(line.contains("10 lost"), "{line}");
+    assert!(
+        done.stdout.iter().any(|l| l.contains("lost:      10")),
+        "{:?}",
+        done.stdout
+    );
+    server.stop_with("TERM");
+}
+
+/// The chat server's welcome is not the echo of anything: a mismatch at once,
+/// nothing echoed, and no claim that any byte was checked.
+#[test]
+fn bench_echo_against_a_chat_server_fails() {
+    let server = Server::start("chat-server", "tokio", &[]);
+    for mode in ["pingpong", "stream"] {
+        let what = format!("bench echo --mode {mode} against chat-server");
+        let done = bench(&[
+            "echo",
+            "--addr",
+            &server.addr(),
+            "--mode",
+            mode,
+            "--duration",
+            "0.3",
+        ]);
+        let line = assert_bench_failed(&done, &what);
+        assert!(line.contains("mismatch"), "{what}: {line}");
+        assert!(
+            !done.stdout.iter().any(|l| l.contains("every byte checked")),
+            "{what}: {:?}",
+            done.stdout
+        );
+    }
+    server.stop_with("TERM");
+}
+
+/// SIGINT (Ctrl-C) in the middle of a long run: the partial summary is printed,
+/// marked as interrupted, and the exit code is non-zero.
+#[test]
+fn bench_prints_a_partial_summary_on_ctrl_c() {
+    let server = Server::start("echo-server", "tokio", &[]);
+    let run = Proc::spawn(&[
+        "bench",
+        "echo",
+        "--addr",
+        &server.addr(),
+        "--duration",
+        "600",
+        "-v",
+    ]);
+    // Logged once connected, after the signal handler is in place.
+    run.wait_for_stderr("connected to");
+    run.signal("INT");
+    let done = run.finish();
+    assert_eq!(done.status.code(), Some(1), "{:?}", done.stdout);
+    assert_no_panic(&done.stderr);
+    assert!(
+        done.stdout.iter().any(|l| l.contains("every byte checked")),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stdout.iter().any(|l| l.contains("interrupted after")),
+        "{:?}",
+        done.stdout
+    );
+    assert!(
+        done.stderr.contains("echochat: bench: interrupted after"),
+        "{}",
+        done.stderr
+    );
+    server.stop_with("TERM");
 }

@@ -12,7 +12,7 @@ use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, connect_all, resolve, BenchError, Common, IO_TIMEOUT};
+use super::{connect, connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
 
 /// `bench chat` arguments.
 #[derive(Debug, clap::Args)]
@@ -50,6 +50,8 @@ struct ChatReport {
     msgs: u64,
     size: usize,
     rate: Option<f64>,
+    /// Stopped early by SIGINT/SIGTERM (then `expected` counts only the lines sent).
+    interrupted: bool,
     /// Deliveries expected: every line to every other connected client.
     expected: u64,
     delivered: u64,
@@ -89,7 +91,41 @@ impl std::fmt::Display for ChatReport {
             f,
             "  errors:    {} (server `!` lines: {})",
             self.errors, self.server_errors
-        )
+        )?;
+        if self.interrupted {
+            writeln!(f, "  interrupted: partial results")?;
+        }
+        Ok(())
+    }
+}
+
+impl ChatReport {
+    /// What went wrong, for the exit code: anything lost, reordered, refused by the
+    /// server or failed, or (with clients to deliver to) nothing delivered at all.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        if self.lost > 0 {
+            problems.push(format!("{} lost", self.lost));
+        }
+        if self.order_violations > 0 {
+            problems.push(super::count(
+                self.order_violations,
+                "order violation",
+                "order violations",
+            ));
+        }
+        if self.server_errors > 0 {
+            problems.push(super::count(
+                self.server_errors,
+                "server `!` line",
+                "server `!` lines",
+            ));
+        }
+        super::error_problems(&self.errors, &mut problems);
+        if self.delivered == 0 && problems.is_empty() && !self.interrupted {
+            problems.push("nothing was delivered (one client has no one to talk to)".into());
+        }
+        problems
     }
 }
 
@@ -103,7 +139,7 @@ struct Received {
     errors: Errors,
 }
 
-pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
+pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
     let clients = args.clients.max(1);
     if matches!(args.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
@@ -127,6 +163,10 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
     let connected = conns.len() as u64;
     let per_receiver = (connected - 1) * args.msgs;
     let expected = connected * per_receiver;
+    log::info!(
+        "bench chat: {connected}/{clients} connected to {addr}, sending {} lines each",
+        args.msgs
+    );
     let progress = Progress::new(args.common.json, expected, "deliveries");
 
     let origin = Instant::now();
@@ -145,18 +185,38 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
             counter,
         )));
         writers.push(tokio::spawn(send(
-            wr, i, args.msgs, args.size, args.rate, origin,
+            wr,
+            i,
+            args.msgs,
+            args.size,
+            args.rate,
+            origin,
+            stop.clone(),
         )));
     }
     let mut writers_back = Vec::new();
+    let mut sent = 0;
     for w in writers {
         match w.await {
-            Ok(Ok(wr)) => writers_back.push(wr),
-            Ok(Err(e)) => errors.io(&e),
+            Ok((n, Ok(wr))) => {
+                sent += n;
+                writers_back.push(wr);
+            }
+            Ok((n, Err(e))) => {
+                sent += n;
+                errors.io(&e);
+            }
             Err(_) => errors.disconnect += 1,
         }
     }
-    let _ = drain_tx.send(Some(Instant::now() + Duration::from_secs_f64(args.drain)));
+    // Interrupted: what was sent is owed, and only a short drain is worth waiting.
+    let interrupted = stop.is_set().then(|| origin.elapsed());
+    let (expected, drain) = if interrupted.is_some() {
+        (sent * (connected - 1), args.drain.min(1.0))
+    } else {
+        (expected, args.drain)
+    };
+    let _ = drain_tx.send(Some(Instant::now() + Duration::from_secs_f64(drain)));
     let mut hist = report::histogram();
     let (mut delivered, mut order_violations, mut server_errors) = (0, 0, 0);
     let mut last_at = origin;
@@ -186,6 +246,7 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
         msgs: args.msgs,
         size: args.size,
         rate: args.rate,
+        interrupted: interrupted.is_some(),
         expected,
         delivered,
         lost: expected.saturating_sub(delivered),
@@ -196,11 +257,13 @@ pub async fn run(args: ChatArgs) -> Result<(), BenchError> {
         server_errors,
         errors,
     };
-    report::emit(&report, args.common.json)
+    let problems = report.problems();
+    super::finish(&report, args.common.json, &problems, interrupted)
 }
 
-/// Sends `msgs` lines `bench <me> <seq> <send_time_ns> xxx…` of `size` bytes; returns
-/// the write half so the connection stays open until every receiver is done.
+/// Sends `msgs` lines `bench <me> <seq> <send_time_ns> xxx…` of `size` bytes, or
+/// fewer if a stop signal comes first; returns how many lines were written whole,
+/// and the write half so the connection stays open until every receiver is done.
 async fn send(
     mut wr: OwnedWriteHalf,
     me: usize,
@@ -208,27 +271,42 @@ async fn send(
     size: usize,
     rate: Option<f64>,
     origin: Instant,
-) -> std::io::Result<OwnedWriteHalf> {
+    stop: Stop,
+) -> (u64, std::io::Result<OwnedWriteHalf>) {
     let mut ticks = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
         t
     });
     let mut line = Vec::with_capacity(size.max(64));
-    for seq in 0..msgs {
-        if let Some(t) = ticks.as_mut() {
-            t.tick().await;
+    let mut sent = 0;
+    let result = async {
+        for seq in 0..msgs {
+            if let Some(t) = ticks.as_mut() {
+                tokio::select! {
+                    _ = t.tick() => {}
+                    () = stop.wait() => break,
+                }
+            }
+            if stop.is_set() {
+                break;
+            }
+            line.clear();
+            let now = origin.elapsed().as_nanos() as u64;
+            line.extend_from_slice(format!("bench {me} {seq} {now} ").as_bytes());
+            line.resize(line.len().max(size.saturating_sub(1)), b'x');
+            line.push(b'\n');
+            tokio::time::timeout(IO_TIMEOUT, wr.write_all(&line))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
+                })??;
+            sent += 1;
         }
-        line.clear();
-        let now = origin.elapsed().as_nanos() as u64;
-        line.extend_from_slice(format!("bench {me} {seq} {now} ").as_bytes());
-        line.resize(line.len().max(size.saturating_sub(1)), b'x');
-        line.push(b'\n');
-        tokio::time::timeout(IO_TIMEOUT, wr.write_all(&line))
-            .await
-            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out"))??;
+        Ok(())
     }
-    Ok(wr)
+    .await;
+    (sent, result.map(|()| wr))
 }
 
 /// Reads lines until `expected` bench lines arrived, the server closes, or the drain

@@ -11,7 +11,7 @@ use tokio::net::TcpStream;
 
 use super::pattern::{Pattern, MAX_CHUNK};
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, connect_all, resolve, BenchError, Common, IO_TIMEOUT};
+use super::{connect, connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
 
 /// `bench echo` arguments.
 #[derive(Debug, clap::Args)]
@@ -60,7 +60,10 @@ struct EchoReport {
     conns: usize,
     connected: usize,
     size: usize,
+    /// The measured window: `--duration`, or less if interrupted.
     duration_s: f64,
+    /// Stopped early by SIGINT/SIGTERM.
+    interrupted: bool,
     /// Round trips completed (pingpong, conns).
     requests: u64,
     requests_per_s: f64,
@@ -86,12 +89,36 @@ impl std::fmt::Display for EchoReport {
             )?;
             writeln!(f, "  latency:   {}", self.latency)?;
         }
-        writeln!(
-            f,
-            "  echoed:    {} bytes ({:.1} MB/s), every byte checked",
-            self.bytes, self.mb_per_s
-        )?;
-        writeln!(f, "  errors:    {}", self.errors)
+        if self.bytes > 0 {
+            writeln!(
+                f,
+                "  echoed:    {} bytes ({:.1} MB/s), every byte checked",
+                self.bytes, self.mb_per_s
+            )?;
+        } else {
+            writeln!(f, "  echoed:    nothing (no byte came back to check)")?;
+        }
+        writeln!(f, "  errors:    {}", self.errors)?;
+        if self.interrupted {
+            writeln!(
+                f,
+                "  interrupted after {:.1} s: partial results",
+                self.duration_s
+            )?;
+        }
+        Ok(())
+    }
+}
+
+impl EchoReport {
+    /// What went wrong, for the exit code: any error, or nothing echoed at all.
+    fn problems(&self) -> Vec<String> {
+        let mut problems = Vec::new();
+        super::error_problems(&self.errors, &mut problems);
+        if self.bytes == 0 && !self.interrupted {
+            problems.push("nothing was echoed".into());
+        }
+        problems
     }
 }
 
@@ -114,7 +141,7 @@ impl ConnResult {
     }
 }
 
-pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
+pub async fn run(args: EchoArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
     let conns = args
         .conns
@@ -143,6 +170,10 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
     })
     .await?;
     let connected = streams.len();
+    log::info!(
+        "bench echo: {connected}/{conns} connected to {addr}, running for {:.1} s",
+        duration.as_secs_f64()
+    );
     let progress = Progress::new(args.common.json, duration.as_secs().max(1), "s");
     let start = Instant::now();
     let deadline = start + duration;
@@ -159,9 +190,12 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
         .into_iter()
         .map(|(i, s)| {
             let pattern = Pattern::new(i as u64);
+            let stop = stop.clone();
             match args.mode {
-                Mode::Pingpong | Mode::Conns => tokio::spawn(pingpong(s, pattern, size, deadline)),
-                Mode::Stream => tokio::spawn(stream(s, pattern, size, deadline)),
+                Mode::Pingpong | Mode::Conns => {
+                    tokio::spawn(pingpong(s, pattern, size, deadline, stop))
+                }
+                Mode::Stream => tokio::spawn(stream(s, pattern, size, deadline, stop)),
             }
         })
         .collect();
@@ -179,8 +213,14 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
     }
     ticker.abort();
     progress.finish();
-    // Requests are counted until the deadline (the last one may finish just after).
-    let elapsed = duration;
+    // Requests are counted until the deadline (the last one may finish just after),
+    // or until the signal that interrupted the run.
+    let interrupted = stop.is_set();
+    let elapsed = if interrupted {
+        start.elapsed().min(duration).max(Duration::from_micros(1))
+    } else {
+        duration
+    };
     let report = EchoReport {
         kind: "echo",
         addr,
@@ -189,6 +229,7 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
         connected,
         size,
         duration_s: elapsed.as_secs_f64(),
+        interrupted,
         requests: total.requests,
         requests_per_s: total.requests as f64 / elapsed.as_secs_f64(),
         bytes: total.bytes,
@@ -196,7 +237,13 @@ pub async fn run(args: EchoArgs) -> Result<(), BenchError> {
         latency: Latency::of(&total.hist),
         errors,
     };
-    report::emit(&report, args.common.json)
+    let problems = report.problems();
+    super::finish(
+        &report,
+        args.common.json,
+        &problems,
+        interrupted.then_some(elapsed),
+    )
 }
 
 /// Runs `fut` with the I/O timeout, as an `io::Result`.
@@ -208,30 +255,57 @@ async fn timed<T>(
         .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "timed out"))?
 }
 
-/// One request of `size` bytes at a time; each reply is checked and timed.
+/// Reads `want.len()` bytes, checking each chunk as it arrives: `Ok(false)` at the
+/// first wrong byte (say, a greeting from a server that is not an echo server),
+/// without waiting for the rest.
+async fn read_checked(s: &mut TcpStream, want: &[u8], buf: &mut [u8]) -> std::io::Result<bool> {
+    let mut got = 0;
+    while got < want.len() {
+        let n = s.read(&mut buf[got..want.len()]).await?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        if buf[got..got + n] != want[got..got + n] {
+            return Ok(false);
+        }
+        got += n;
+    }
+    Ok(true)
+}
+
+/// One request of `size` bytes at a time; each reply is checked and timed. A stop
+/// signal abandons the request in flight (it is not counted).
 async fn pingpong(
     mut s: TcpStream,
     pattern: Pattern,
     size: usize,
     deadline: Instant,
+    stop: Stop,
 ) -> ConnResult {
     let mut r = ConnResult::new();
     let mut buf = vec![0u8; size];
     let mut offset = 0u64;
-    while Instant::now() < deadline {
+    while Instant::now() < deadline && !stop.is_set() {
         let sent_at = Instant::now();
         let want = pattern.at(offset, size);
         let io = async {
             s.write_all(want).await?;
-            s.read_exact(&mut buf).await
+            read_checked(&mut s, want, &mut buf).await
         };
-        if let Err(e) = timed(io).await {
-            r.errors.io(&e);
-            return r;
-        }
-        if buf[..] != *want {
-            r.errors.mismatch += 1;
-            return r;
+        let outcome = tokio::select! {
+            outcome = timed(io) => outcome,
+            () = stop.wait() => return r,
+        };
+        match outcome {
+            Ok(true) => {}
+            Ok(false) => {
+                r.errors.mismatch += 1;
+                return r;
+            }
+            Err(e) => {
+                r.errors.io(&e);
+                return r;
+            }
         }
         report::record(&mut r.hist, sent_at.elapsed());
         r.requests += 1;
@@ -242,15 +316,23 @@ async fn pingpong(
 }
 
 /// Writes `size`-byte chunks until the deadline, then half-closes; the reader checks
-/// every byte until EOF and counts those that arrived before the deadline.
-async fn stream(s: TcpStream, pattern: Pattern, size: usize, deadline: Instant) -> ConnResult {
+/// every byte until EOF and counts those that arrived before the deadline. A stop
+/// signal ends both at once: what was checked so far counts, nothing more is owed.
+async fn stream(
+    s: TcpStream,
+    pattern: Pattern,
+    size: usize,
+    deadline: Instant,
+    stop: Stop,
+) -> ConnResult {
     let pattern = Arc::new(pattern);
     let (mut rd, mut wr) = s.into_split();
     let writer = {
         let pattern = Arc::clone(&pattern);
+        let stop = stop.clone();
         tokio::spawn(async move {
             let mut sent = 0u64;
-            while Instant::now() < deadline {
+            while Instant::now() < deadline && !stop.is_set() {
                 timed(wr.write_all(pattern.at(sent, size))).await?;
                 sent += size as u64;
             }
@@ -262,7 +344,14 @@ async fn stream(s: TcpStream, pattern: Pattern, size: usize, deadline: Instant) 
     let mut buf = vec![0u8; MAX_CHUNK];
     let mut received = 0u64;
     loop {
-        match timed(rd.read(&mut buf)).await {
+        let read = tokio::select! {
+            read = timed(rd.read(&mut buf)) => read,
+            () = stop.wait() => {
+                writer.abort();
+                return r;
+            }
+        };
+        match read {
             Ok(0) => break,
             Ok(n) => {
                 if buf[..n] != *pattern.at(received, n) {

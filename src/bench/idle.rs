@@ -10,7 +10,7 @@ use serde::Serialize;
 use tokio::net::TcpStream;
 
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, connect_all, resolve, BenchError, Common};
+use super::{connect, connect_all, resolve, BenchError, Common, Stop};
 
 /// `bench idle` arguments.
 #[derive(Debug, clap::Args)]
@@ -46,7 +46,10 @@ struct IdleReport {
     alive_after_hold: usize,
     connect_total_s: f64,
     connect_latency: Latency,
+    /// How long every connection was held (less than `--hold` if interrupted).
     hold_s: f64,
+    /// Stopped early by SIGINT/SIGTERM.
+    interrupted: bool,
     server_rss_before_kib: Option<u64>,
     server_rss_held_kib: Option<u64>,
     server_bytes_per_conn: Option<f64>,
@@ -73,7 +76,11 @@ impl std::fmt::Display for IdleReport {
                 "  server:    VmRSS {before} KiB → {held} KiB ({per:.0} B per connection)"
             )?;
         }
-        writeln!(f, "  errors:    {}", self.errors)
+        writeln!(f, "  errors:    {}", self.errors)?;
+        if self.interrupted {
+            writeln!(f, "  interrupted: partial results")?;
+        }
+        Ok(())
     }
 }
 
@@ -84,7 +91,7 @@ fn vm_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
+pub async fn run(args: IdleArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
     if !(args.hold >= 0.0 && args.hold < 1e6) {
         return Err(BenchError::BadArgument("--hold must be positive".into()));
@@ -112,7 +119,18 @@ pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
         report::record(&mut hist, took);
         streams.push(s);
     }
-    tokio::time::sleep(Duration::from_secs_f64(args.hold)).await;
+    log::info!(
+        "bench idle: {}/{} connected to {addr}, holding for {:.1} s",
+        streams.len(),
+        args.conns,
+        args.hold
+    );
+    let held_from = Instant::now();
+    tokio::select! {
+        () = tokio::time::sleep(Duration::from_secs_f64(args.hold)) => {}
+        () = stop.wait() => {}
+    }
+    let held = held_from.elapsed();
     let rss_held = args.server_pid.and_then(vm_rss_kib);
     // Still open? A pending read (would block) or data (a greeting) means yes; EOF or
     // an error means the server dropped it.
@@ -142,11 +160,19 @@ pub async fn run(args: IdleArgs) -> Result<(), BenchError> {
         alive_after_hold: alive,
         connect_total_s: connect_total.as_secs_f64(),
         connect_latency: Latency::of(&hist),
-        hold_s: args.hold,
+        hold_s: held.as_secs_f64().min(args.hold),
+        interrupted: stop.is_set(),
         server_rss_before_kib: rss_before,
         server_rss_held_kib: rss_held,
         server_bytes_per_conn: per_conn,
         errors,
     };
-    report::emit(&report, args.common.json)
+    let mut problems = Vec::new();
+    super::error_problems(&report.errors, &mut problems);
+    super::finish(
+        &report,
+        args.common.json,
+        &problems,
+        report.interrupted.then(|| start.elapsed()),
+    )
 }

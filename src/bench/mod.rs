@@ -14,6 +14,12 @@
 //! stderr only when stdout is a terminal. This module is part of the binary, not of
 //! the library: it is a client and uses none of the core.
 //!
+//! The exit code tells the truth: after the summary, a run that lost, corrupted or
+//! reordered anything, saw an error or a timeout, or checked nothing at all ends
+//! with one `echochat: bench: …` line and exit 1. SIGINT or SIGTERM (Ctrl-C) stops
+//! a run early: it prints the partial summary, marked as interrupted, and exits 1;
+//! a second signal exits at once (130).
+//!
 //! File descriptors: each connection costs one descriptor here (and one in the
 //! server); `bench idle --conns 10000` needs `ulimit -n` above that. We do not raise
 //! `RLIMIT_NOFILE` ourselves: the limit is 20000 on the machines this project runs
@@ -27,6 +33,8 @@ mod report;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
+
+use tokio::sync::watch;
 
 /// `echochat bench …` arguments.
 #[derive(Debug, clap::Args)]
@@ -89,6 +97,89 @@ pub enum BenchError {
     /// The report could not be encoded.
     #[error("cannot encode the report: {0}")]
     Json(#[from] serde_json::Error),
+    /// SIGINT/SIGTERM handlers could not be installed.
+    #[error("cannot install the signal handler: {0}")]
+    Signal(#[from] ctrlc::Error),
+    /// The run finished, but what came back was wrong or incomplete (see the report).
+    #[error("failed: {0}")]
+    Failed(String),
+    /// Stopped by SIGINT/SIGTERM; the partial report has been printed.
+    #[error("interrupted after {0:.1} s (partial results above)")]
+    Interrupted(f64),
+}
+
+/// Set by the first SIGINT or SIGTERM: benchmarks stop early and report what they have.
+#[derive(Debug, Clone)]
+pub struct Stop(watch::Receiver<bool>);
+
+impl Stop {
+    /// Installs the signal handler (once per process). The first signal sets the
+    /// flag; a second one exits at once with 130, for a run that does not wind down.
+    fn install() -> Result<Stop, BenchError> {
+        let (tx, rx) = watch::channel(false);
+        ctrlc::set_handler(move || {
+            if tx.send_replace(true) {
+                std::process::exit(130);
+            }
+        })?;
+        Ok(Stop(rx))
+    }
+
+    /// Whether a signal has arrived.
+    pub fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    /// Completes once a signal has arrived (never, if none does).
+    pub async fn wait(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|&stop| stop).await.is_err() {
+            // The handler (the only sender) is never dropped; just in case.
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+/// What a report found wrong, as one line for the exit message (None: all good).
+fn verdict(problems: &[String]) -> Option<String> {
+    (!problems.is_empty()).then(|| problems.join(", "))
+}
+
+/// Prints the report, then turns its problems, or an interruption, into the error
+/// that makes the exit code non-zero.
+fn finish<R: serde::Serialize + std::fmt::Display>(
+    report: &R,
+    json: bool,
+    problems: &[String],
+    interrupted: Option<Duration>,
+) -> Result<(), BenchError> {
+    report::emit(report, json)?;
+    if let Some(problems) = verdict(problems) {
+        return Err(BenchError::Failed(problems));
+    }
+    match interrupted {
+        Some(after) => Err(BenchError::Interrupted(after.as_secs_f64())),
+        None => Ok(()),
+    }
+}
+
+/// `1 thing`/`n things`.
+fn count(n: u64, one: &str, many: &str) -> String {
+    format!("{n} {}", if n == 1 { one } else { many })
+}
+
+/// The problems every benchmark shares: connection-level errors, by kind.
+fn error_problems(errors: &report::Errors, problems: &mut Vec<String>) {
+    for (n, one, many) in [
+        (errors.connect, "connect error", "connect errors"),
+        (errors.mismatch, "mismatch", "mismatches"),
+        (errors.disconnect, "disconnect", "disconnects"),
+        (errors.timeout, "timeout", "timeouts"),
+    ] {
+        if n > 0 {
+            problems.push(count(n, one, many));
+        }
+    }
 }
 
 /// Runs a benchmark; the error is printed as one line by `main`.
@@ -107,11 +198,13 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
         builder.worker_threads(n.max(1));
     }
     let rt = builder.enable_all().build().map_err(BenchError::Runtime)?;
+    // Before any connection: from the first connect on, Ctrl-C gets a summary.
+    let stop = Stop::install()?;
     rt.block_on(async move {
         match args.cmd {
-            BenchCmd::Echo(a) => echo::run(a).await,
-            BenchCmd::Chat(a) => chat::run(a).await,
-            BenchCmd::Idle(a) => idle::run(a).await,
+            BenchCmd::Echo(a) => echo::run(a, stop).await,
+            BenchCmd::Chat(a) => chat::run(a, stop).await,
+            BenchCmd::Idle(a) => idle::run(a, stop).await,
         }
     })
 }

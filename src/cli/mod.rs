@@ -1,6 +1,7 @@
 //! The command line itself: parses arguments ([`args`]), sets up logging and
-//! signals, dispatches to a subcommand, and turns every failure into one
-//! `echochat: …` line on stderr plus an exit code (never a panic).
+//! signals, dispatches to a subcommand, and turns every failure into an exit code
+//! (never a panic): usage errors as clap prints them (with its hints), our own
+//! errors as one `echochat: …` line on stderr.
 
 mod args;
 mod chat_client;
@@ -10,7 +11,6 @@ mod serve;
 
 use std::io::{self, Write};
 
-use clap::error::ErrorKind;
 use clap::Parser;
 
 pub use args::{Cli, Command};
@@ -109,30 +109,13 @@ fn run(command: Command) -> Result<(), CliError> {
     }
 }
 
-/// `--help`/`--version` print in full (exit 0); a bare `echochat` shows the help
-/// (exit 2); any other usage error becomes one line on stderr (exit 2).
+/// What `clap::Error::exit` does, minus the exit: `--help`/`--version` print in
+/// full on stdout (exit 0); a usage error prints as clap formats it on stderr, with
+/// its hints (possible values, "a similar argument exists", usage), exit 2.
 fn report_usage_error(err: &clap::Error) -> i32 {
-    match err.kind() {
-        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => {
-            // Nothing sensible to do if stdout is gone.
-            let _ = err.print();
-            0
-        }
-        ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
-            let _ = err.print();
-            2
-        }
-        _ => {
-            let rendered = err.render().to_string();
-            let first = rendered
-                .lines()
-                .find(|l| !l.trim().is_empty())
-                .unwrap_or("invalid arguments");
-            let first = first.strip_prefix("error: ").unwrap_or(first);
-            let _ = writeln!(io::stderr(), "echochat: {first} (try --help)");
-            2
-        }
-    }
+    // Nothing sensible to do if the stream is gone.
+    let _ = err.print();
+    err.exit_code()
 }
 
 /// Logs go to stderr: `warn` by default, `-v` info, `-vv` debug, `-vvv` trace;
