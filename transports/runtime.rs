@@ -358,7 +358,7 @@ pub async fn serve_chat<R: Runtime>(
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
     let (acceptor_running, acceptor_done) = flume::bounded::<()>(1);
     {
-        let (events, task_rt) = (events.clone(), rt.clone());
+        let (events, task_rt, shutdown) = (events.clone(), rt.clone(), shutdown.clone());
         rt.spawn(async move {
             let _running = acceptor_running;
             let mut acceptor = Acceptor::new(&task_rt, &tcp, &shutdown);
@@ -394,7 +394,8 @@ pub async fn serve_chat<R: Runtime>(
         match event {
             Some(Ok(first)) => {
                 let now = clock.instant(rt.now());
-                if hub.handle_batch(now, first, inbox.try_iter(), &mut spawn) == BATCH {
+                let stop = shutdown.is_triggered();
+                if hub.handle_batch(now, stop, first, inbox.try_iter(), &mut spawn) == BATCH {
                     // More may be queued, and `recv_async` does not yield while events
                     // are: let the readers and writers run even on one thread.
                     rt.yield_now().await;
@@ -423,6 +424,9 @@ async fn chat_reader<R: Runtime>(
         };
         if events.send_async(event).await.is_err() || last {
             return;
+        }
+        if reader.permit().recv_async().await.is_err() {
+            return; // closed by the core
         }
     }
 }

@@ -285,7 +285,8 @@ pub fn run_chat(
         };
         match event {
             Ok(first) => {
-                hub.handle_batch(now(&clock), first, inbox.try_iter(), &mut spawn);
+                let stop = shutdown.is_triggered();
+                hub.handle_batch(now(&clock), stop, first, inbox.try_iter(), &mut spawn);
             }
             Err(RecvTimeoutError::Timeout) => hub.handle_timeout(now(&clock)),
             Err(RecvTimeoutError::Disconnected) => break,
@@ -305,6 +306,9 @@ fn chat_reader(mut reader: ConnReader, sock: &TcpStream, events: &Sender<Event<T
         };
         if events.send(event).is_err() || last {
             return;
+        }
+        if reader.permit().recv().is_err() {
+            return; // closed by the core
         }
     }
 }

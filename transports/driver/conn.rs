@@ -2,7 +2,10 @@
 //! blocking or awaited `read`/`write_vectored`/`recv`, these decide what it meant.
 //!
 //! * [`ConnReader`]: `buf()` to read into, then `on_read(result)` says which
-//!   [`Event`] to send the hub, or to read again (`EINTR`).
+//!   [`Event`] to send the hub, or to read again (`EINTR`). After sending data the
+//!   reader waits for the hub's permit ([`ConnReader::permit`]) before it reads
+//!   again: at most one read per connection is in flight, so one fast client cannot
+//!   fill the hub's event queue, and a client the core wants paused is not read.
 //! * [`ConnWriter`]: `next()` says whether to wait for bytes, write, or stop;
 //!   `written(result)` takes the write's result. It reports what it wrote to the hub
 //!   (`flushed` channel, [`Outstanding`]) and, when done, the transport sends
@@ -28,7 +31,8 @@ pub(crate) const MAX_IOSLICES: usize = 64;
 
 /// What a reader does after a read.
 pub(crate) enum ReadStep<S> {
-    /// Send this event to the hub, then read again.
+    /// Send this event to the hub, then wait for a permit on
+    /// [`ConnReader::permit`] (stop if it is disconnected), then read again.
     Send(Event<S>),
     /// Send this event to the hub, then stop (end of stream or error).
     Last(Event<S>),
@@ -41,14 +45,28 @@ pub(crate) enum ReadStep<S> {
 pub(crate) struct ConnReader {
     id: ConnId,
     buf: Vec<u8>,
+    permit: flume::Receiver<()>,
 }
 
 impl ConnReader {
-    pub(crate) fn new(id: ConnId) -> Self {
+    pub(crate) fn new(id: ConnId, permit: flume::Receiver<()>) -> Self {
         ConnReader {
             id,
             buf: vec![0; FIRST_READ_BUF],
+            permit,
         }
+    }
+
+    /// The connection this reader reads.
+    #[allow(dead_code)] // for the simulator
+    pub(crate) fn id(&self) -> ConnId {
+        self.id
+    }
+
+    /// Where the hub's permit to read again arrives, after [`ReadStep::Send`];
+    /// disconnected once the core closed the connection.
+    pub(crate) fn permit(&self) -> &flume::Receiver<()> {
+        &self.permit
     }
 
     /// Where the next read goes.
@@ -297,7 +315,8 @@ mod tests {
 
     #[test]
     fn reader_grows_its_buffer_and_retries_interrupts() {
-        let mut r = ConnReader::new(ConnId(7));
+        let (_permits, permit) = flume::bounded(1);
+        let mut r = ConnReader::new(ConnId(7), permit);
         let n = r.buf().len();
         assert!(matches!(
             r.on_read::<()>(Ok(n)),

@@ -21,6 +21,13 @@
 //! at once, and hands only the rest to the connection's writer queue (the core
 //! bounds it in bytes and drops slow readers): the owner never waits on a socket.
 //!
+//! Fair service: a reader reads again only after the hub handled its data and
+//! sent it a permit, so at most one read per connection waits in the event queue
+//! (a fast client cannot fill it, and every connection gets its turn in arrival
+//! order); a connection whose input the core wants paused (`wants_read` false)
+//! gets its permit only once that changes. Due timers run after every batch, and
+//! the stop signal is looked at before every batch, so neither waits behind data.
+//!
 //! Lifecycle decisions are the core's: refusals (full, shutting down), the close
 //! grace and the shutdown grace come out of it as outputs. The hub executes them:
 //! [`Output::Close`] hands what is collected to the writer and drops the queue (the
@@ -76,6 +83,8 @@ pub(crate) struct NewConn<S> {
 
 struct Conn<S> {
     writes: flume::Sender<Bytes>,
+    /// Lets the reader read again (capacity one).
+    permit: flume::Sender<()>,
     sock: Arc<S>,
     writer_done: bool,
     /// Transmits collected since the last flush.
@@ -107,6 +116,8 @@ pub(crate) struct Hub<S> {
     /// Flush at the end of the current event: a connection collected this many bytes.
     flush_at: usize,
     must_flush: bool,
+    /// Connections whose reader waits for a permit (its data was handled).
+    waiting: Vec<ConnId>,
 }
 
 impl<S: Sock> Hub<S> {
@@ -121,6 +132,7 @@ impl<S: Sock> Hub<S> {
             dirty: Vec::new(),
             flush_at: (config.send_queue / 8).clamp(1, MAX_COLLECT),
             must_flush: false,
+            waiting: Vec::new(),
         }
     }
 
@@ -141,16 +153,22 @@ impl<S: Sock> Hub<S> {
     }
 
     /// Handles `first`, then up to [`BATCH`]` - 1` events from `more` (those already
-    /// waiting: `more` must not block), then flushes. Returns how many were handled
-    /// (a transport yields to its other tasks when that is [`BATCH`]). `spawn` must
-    /// start a new connection's reader and writer.
+    /// waiting: `more` must not block), then flushes, runs due timers and grants
+    /// readers their permits. `stop`: the stop signal was triggered (the server shuts
+    /// down first; idempotent). Returns how many events were handled (a transport
+    /// yields to its other tasks when that is [`BATCH`]). `spawn` must start a new
+    /// connection's reader and writer.
     pub(crate) fn handle_batch(
         &mut self,
         now: Instant,
+        stop: bool,
         first: Event<S>,
         more: impl Iterator<Item = Event<S>>,
         spawn: &mut impl FnMut(NewConn<S>),
     ) -> usize {
+        if stop {
+            self.handle(now, Event::Shutdown, spawn);
+        }
         self.handle(now, first, spawn);
         let mut handled = 1;
         for event in more.take(BATCH - 1) {
@@ -158,6 +176,7 @@ impl<S: Sock> Hub<S> {
             handled += 1;
         }
         self.flush();
+        self.handle_timeout(now);
         handled
     }
 
@@ -175,10 +194,11 @@ impl<S: Sock> Hub<S> {
                 let id = self.core.handle_open(now);
                 let sock = Arc::new(sock);
                 let (writes, queue) = flume::unbounded();
+                let (permit, permits) = flume::bounded(1);
                 let outstanding = Outstanding::default();
                 spawn(NewConn {
                     sock: Arc::clone(&sock),
-                    reader: ConnReader::new(id),
+                    reader: ConnReader::new(id, permits),
                     writer: ConnWriter::new(
                         id,
                         queue,
@@ -190,6 +210,7 @@ impl<S: Sock> Hub<S> {
                     id,
                     Conn {
                         writes,
+                        permit,
                         sock,
                         writer_done: false,
                         pending: WriteBatch::default(),
@@ -198,7 +219,10 @@ impl<S: Sock> Hub<S> {
                 );
                 Ok(())
             }
-            Event::Data(id, bytes) => self.core.handle_data(now, id, &bytes),
+            Event::Data(id, bytes) => {
+                self.waiting.push(id);
+                self.core.handle_data(now, id, &bytes)
+            }
             Event::Eof(id) => self.core.handle_peer_closed(now, id),
             Event::ReadError(id) => self.core.handle_reset(now, id),
             Event::WriterDone(id, _failed) => {
@@ -222,7 +246,8 @@ impl<S: Sock> Hub<S> {
         }
     }
 
-    /// Runs the core's timers (idle timeouts, close and shutdown graces) at `now`.
+    /// Runs the core's timers (idle timeouts, close and shutdown graces) at `now`,
+    /// then grants permits to the readers the core wants to hear from again.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.drain_flushed();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
@@ -230,6 +255,23 @@ impl<S: Sock> Hub<S> {
             self.execute();
             self.flush();
         }
+        self.grant_permits();
+    }
+
+    /// Lets every waiting reader whose connection the core wants to read read again.
+    fn grant_permits(&mut self) {
+        let (open, core) = (&self.open, &self.core);
+        self.waiting.retain(|id| {
+            let Some(conn) = open.get(id) else {
+                return false; // closed: its permit sender is gone, the reader stops
+            };
+            if !core.is_open(*id) {
+                return true; // not yet: asked again after the next event or timer
+            }
+            // Full only if a permit is already waiting (the id was listed twice).
+            let _ = conn.permit.try_send(());
+            false
+        });
     }
 
     /// Writes (or hands to the writers) every transmit collected since the last flush.
