@@ -21,6 +21,7 @@ use common::{conformance, conformance_bin, ChatClient, Server, Target, STOP_TIME
 use echochat::chat::ChatConfig;
 
 conformance!(
+    a_closed_connection_that_never_reads_is_let_go,
     idle_timeout_fires_during_a_flood,
     shutdown_is_prompt_during_a_flood,
     others_are_served_during_a_flood,
@@ -132,4 +133,79 @@ fn others_are_served_during_a_flood(t: Target) {
         "the others were served only after the flood"
     );
     drop(flooder);
+}
+
+/// A connection with a small receive buffer that never reads.
+fn non_reader(server: &Server) -> TcpStream {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    socket.connect(&server.addr.into()).unwrap();
+    let stream: TcpStream = socket.into();
+    stream.set_read_timeout(Some(common::TIMEOUT)).unwrap();
+    stream
+}
+
+/// A client fills its buffers with unread output, then quits: its socket is closed
+/// within the close grace, and its slot under `--max-conns` is given back.
+fn a_closed_connection_that_never_reads_is_let_go(t: Target) {
+    let send_queue = 16 << 20;
+    let server = t.chat(
+        ChatConfig::default()
+            .with_max_conns(Some(2))
+            .with_send_queue(send_queue),
+    );
+    let _keeper = ChatClient::connect(&server);
+    let mut hog = non_reader(&server);
+    // Enough `/help` (~450 bytes of reply each) to fill the kernel buffers and queue
+    // more, but less than the send queue: the hog is not dropped for it, it quits.
+    hog.write_all(&b"/help\n".repeat(20_000)).unwrap();
+    hog.write_all(b"/quit\n").unwrap();
+    // Once the grace has run out the server closes the hog's socket and admits a
+    // newcomer. (Before: the socket was kept forever, outside --max-conns.)
+    let deadline = Instant::now() + common::TIMEOUT;
+    let mut refused = 0;
+    let mut probe = loop {
+        let mut c = ChatClient::connect_raw(server.connect());
+        match c.read_line().as_deref() {
+            Some(l) if l.starts_with("* welcome ") => break c,
+            Some("! server full") => refused += 1,
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(Instant::now() < deadline, "the hog's slot never came back");
+        thread::sleep(Duration::from_millis(100));
+    };
+    // Its slot was held while it flushed (it still counted against --max-conns).
+    assert!(refused > 0, "the hog was not flushing when it quit");
+    // The hog's socket was closed by the server (EOF or a reset), and what was
+    // still queued for it was dropped: reading it now gives at most what the kernel
+    // buffers held, far less than the replies it asked for.
+    probe.send_line("/help");
+    probe.send_line("/who");
+    let mut help = 0;
+    loop {
+        let line = probe.read_line().expect("probe closed");
+        if line.starts_with("* in #") {
+            break;
+        }
+        if line.starts_with("* /") {
+            help += line.len() + 1;
+        }
+    }
+    let asked = 20_000 * help;
+    let mut sink = Vec::new();
+    if let Err(e) = std::io::Read::read_to_end(&mut hog, &mut sink) {
+        assert!(
+            !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            "the hog's socket is still open: {e}"
+        );
+    }
+    assert!(
+        sink.len() < asked * 3 / 4,
+        "the hog got {} of {asked} bytes: its queue was flushed, not dropped",
+        sink.len()
+    );
 }
