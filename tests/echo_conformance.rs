@@ -37,6 +37,7 @@ conformance_bin!(
     udp_datagrams,
     shutdown_with_clients_connected,
     accept_survives_fd_exhaustion,
+    default_max_conns_is_what_the_process_can_hold,
 );
 
 fn config() -> EchoServerConfig {
@@ -307,7 +308,11 @@ fn accept_survives_fd_exhaustion(t: Target) {
         common::have_prlimit(),
         "this test needs `prlimit` (util-linux): apt-get install util-linux"
     );
-    let mut server = t.with_fd_limit(64).echo(config());
+    // A --max-conns above what 64 descriptors hold, so that accept runs into EMFILE
+    // (the default would refuse the excess first: see `default_max_conns_...`).
+    let mut config = config();
+    config.max_conns = Some(1000);
+    let mut server = t.with_fd_limit(64).echo(config);
     let mut clients: Vec<TcpStream> = (0..100).map(|_| server.connect()).collect();
     assert_eq!(echo_once(&mut clients[0], b"first\n"), b"first\n");
     let mut last = clients.pop().unwrap();
@@ -322,5 +327,48 @@ fn accept_survives_fd_exhaustion(t: Target) {
     assert_eq!(back, b"waiting in the backlog\n");
     let mut fresh = server.connect();
     assert_eq!(echo_once(&mut fresh, b"fresh\n"), b"fresh\n");
+    server.stop().expect("server failed");
+}
+
+/// Binary only: with the default `--max-conns` the server holds what its 64
+/// descriptors allow (three quarters of them) and closes the excess at once,
+/// without ever running out of descriptors; it goes on serving.
+#[cfg(feature = "cli")]
+fn default_max_conns_is_what_the_process_can_hold(t: Target) {
+    assert!(
+        common::have_prlimit(),
+        "this test needs `prlimit` (util-linux): apt-get install util-linux"
+    );
+    let mut server = t.with_fd_limit(64).echo(config());
+    let mut held: Vec<TcpStream> = Vec::new();
+    let mut refused = 0;
+    for _ in 0..100 {
+        let mut c = server.connect();
+        c.write_all(b"x").unwrap();
+        let mut one = [0u8; 1];
+        match c.read(&mut one) {
+            Ok(1) => held.push(c),
+            _ => refused += 1, // closed at once: over the default limit
+        }
+    }
+    assert_eq!(held.len(), 48, "3/4 of 64 descriptors");
+    assert_eq!(refused, 52);
+    // Once they are gone (the server notices each close), newcomers are served.
+    for mut c in held.drain(..) {
+        c.shutdown(How::Write).unwrap();
+        read_to_close(&mut c);
+    }
+    let deadline = std::time::Instant::now() + common::TIMEOUT;
+    loop {
+        let mut fresh = server.connect();
+        fresh.write_all(b"fresh\n").unwrap();
+        let mut back = [0u8; 6];
+        if fresh.read_exact(&mut back).is_ok() {
+            assert_eq!(&back, b"fresh\n");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "no slot came back");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
     server.stop().expect("server failed");
 }

@@ -384,6 +384,7 @@ pub async fn serve_chat<R: Runtime>(
             events.clone(),
         ));
         rt.spawn(chat_writer(rt.clone(), writer, sock, events.clone()));
+        true // a task can always be spawned
     };
     while !hub.finished() {
         let event = race(async { Some(inbox.recv_async().await) }, async {

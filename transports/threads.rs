@@ -91,7 +91,7 @@ pub fn run_echo(
             });
         if let Err(e) = spawned {
             // The closure (and with it the socket and its slot) was dropped.
-            log::warn!("cannot start a connection thread: {e}");
+            spawn_failed(&e);
         }
     }
     drop(wake_accept);
@@ -130,6 +130,19 @@ fn echo_conn(stream: &TcpStream, config: EchoConfig) -> io::Result<()> {
             }
             EchoStep::Close => return Ok(()),
         }
+    }
+}
+
+/// Logs that a connection's thread could not be started: the first time, then
+/// once every 1000 times (a connect storm must not flood the log).
+fn spawn_failed(error: &io::Error) {
+    static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if n % 1000 == 0 {
+        log::warn!(
+            "cannot start a connection thread ({error}): connection refused ({} so far)",
+            n + 1
+        );
     }
 }
 
@@ -273,9 +286,14 @@ pub fn run_chat(
         let writer = thread::Builder::new()
             .name("chat-write".into())
             .spawn(move || chat_writer(writer, &sock, &events));
-        if let Err(e) = reader.and(writer) {
-            // The connection is shut down by whichever thread did start, or never served.
-            log::warn!("cannot start a connection thread: {e}");
+        match reader.and(writer) {
+            Ok(_) => true,
+            Err(e) => {
+                // Refused by the hub (`! server full`); a reader that did start ends
+                // when the hub shuts the socket down.
+                spawn_failed(&e);
+                false
+            }
         }
     };
     while !hub.finished() {

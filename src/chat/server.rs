@@ -390,6 +390,27 @@ impl ChatServer {
         id
     }
 
+    /// The id the next `handle_open` or `handle_open_refused` will issue (so a
+    /// transport can start a connection's reader and writer before admitting it).
+    pub fn next_id(&self) -> ConnId {
+        ConnId(self.next_conn)
+    }
+
+    /// A connection was accepted but the transport cannot serve it (no thread or
+    /// task could be started for it): it is issued an id, gets `! server full` and
+    /// is closed (`Close{ServerFull}`); nobody else is told.
+    pub fn handle_open_refused(&mut self, now: Instant) -> ConnId {
+        self.advance(now);
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        self.sink.out.push_back(Output::Transmit {
+            to: id,
+            bytes: Bytes::from_static(b"! server full\n"),
+        });
+        self.close(id, CloseReason::ServerFull);
+        id
+    }
+
     /// Bytes received from `id`: telnet commands are removed first (see
     /// [`telnet`](crate::telnet)), then the data is processed line by line, in
     /// stream order: `IAC IP` discards the partial line, and a reply to a telnet

@@ -52,7 +52,9 @@ pub struct EchoServerArgs {
     /// Also echo UDP datagrams on the same port.
     #[arg(long)]
     pub udp: bool,
-    /// Most simultaneous clients; extra connections are closed at once.
+    /// Most simultaneous clients; extra connections are closed at once [default:
+    /// what the process can hold: 3/4 of the open-file limit, raised to its hard
+    /// limit at start; fewer on the threads runtime].
     #[arg(long, value_name = "N", value_parser = positive)]
     pub max_conns: Option<usize>,
     /// Most bytes received but not yet echoed, per connection.
@@ -69,7 +71,9 @@ pub struct ChatServerArgs {
     /// Transport that serves the connections.
     #[arg(long, value_parser = runtime_parser(), default_value_t = RuntimeKind::Tokio)]
     pub runtime: RuntimeKind,
-    /// Most simultaneous clients; extra ones get `! server full`.
+    /// Most simultaneous clients; extra ones get `! server full` [default: what the
+    /// process can hold: 3/4 of the open-file limit, raised to its hard limit at
+    /// start; fewer on the threads runtime].
     #[arg(long, value_name = "N", value_parser = positive)]
     pub max_conns: Option<usize>,
     /// Longest accepted line in bytes.

@@ -7,6 +7,7 @@ mod args;
 mod chat_client;
 mod client;
 mod echo_client;
+mod limits;
 mod serve;
 
 use std::io::{self, Write};

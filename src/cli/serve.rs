@@ -11,6 +11,7 @@ use echochat::net::{Listener, ServeError, Shutdown};
 use echochat::runtime::RuntimeKind;
 
 use super::args::{ChatServerArgs, EchoServerArgs};
+use super::limits::{default_max_conns, Service};
 use super::CliError;
 
 /// `echochat echo-server`.
@@ -18,7 +19,10 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
     ensure_available(args.runtime)?;
     let mut config = EchoServerConfig::default();
     config.conn = EchoConfig::with_max_pending(args.max_pending);
-    config.max_conns = args.max_conns;
+    config.max_conns = Some(
+        args.max_conns
+            .unwrap_or_else(|| default_max_conns(args.runtime, Service::Echo)),
+    );
     config.once = args.once;
     let (listener, shutdown) = start(&args.addr, args.udp)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
@@ -34,7 +38,10 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
     config.max_line = args.max_line;
     config.send_queue = args.send_queue;
     config.idle_timeout = (args.idle_timeout > 0).then(|| Duration::from_secs(args.idle_timeout));
-    config.max_conns = args.max_conns;
+    config.max_conns = Some(
+        args.max_conns
+            .unwrap_or_else(|| default_max_conns(args.runtime, Service::Chat)),
+    );
     let (listener, shutdown) = start(&args.addr, false)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_chat(listener, config, shutdown)?;

@@ -118,6 +118,8 @@ pub(crate) struct Hub<S> {
     must_flush: bool,
     /// Connections whose reader waits for a permit (its data was handled).
     waiting: Vec<ConnId>,
+    /// The time of the event or timer being handled.
+    now: Instant,
 }
 
 impl<S: Sock> Hub<S> {
@@ -133,6 +135,7 @@ impl<S: Sock> Hub<S> {
             flush_at: (config.send_queue / 8).clamp(1, MAX_COLLECT),
             must_flush: false,
             waiting: Vec::new(),
+            now: Instant::ZERO,
         }
     }
 
@@ -157,14 +160,15 @@ impl<S: Sock> Hub<S> {
     /// readers their permits. `stop`: the stop signal was triggered (the server shuts
     /// down first; idempotent). Returns how many events were handled (a transport
     /// yields to its other tasks when that is [`BATCH`]). `spawn` must start a new
-    /// connection's reader and writer.
+    /// connection's reader and writer, and say whether it could (a connection that
+    /// got no thread or task is refused with `! server full`).
     pub(crate) fn handle_batch(
         &mut self,
         now: Instant,
         stop: bool,
         first: Event<S>,
         more: impl Iterator<Item = Event<S>>,
-        spawn: &mut impl FnMut(NewConn<S>),
+        spawn: &mut impl FnMut(NewConn<S>) -> bool,
     ) -> usize {
         if stop {
             self.handle(now, Event::Shutdown, spawn);
@@ -187,16 +191,24 @@ impl<S: Sock> Hub<S> {
         }
     }
 
-    fn handle(&mut self, now: Instant, event: Event<S>, spawn: &mut impl FnMut(NewConn<S>)) {
+    fn handle(
+        &mut self,
+        now: Instant,
+        event: Event<S>,
+        spawn: &mut impl FnMut(NewConn<S>) -> bool,
+    ) {
+        self.now = now;
         self.drain_flushed();
         let result = match event {
             Event::Accepted(sock) => {
-                let id = self.core.handle_open(now);
+                // Start the reader and writer first: a connection that cannot get
+                // them is refused, and nobody is told it arrived.
+                let id = self.core.next_id();
                 let sock = Arc::new(sock);
                 let (writes, queue) = flume::unbounded();
                 let (permit, permits) = flume::bounded(1);
                 let outstanding = Outstanding::default();
-                spawn(NewConn {
+                let started = spawn(NewConn {
                     sock: Arc::clone(&sock),
                     reader: ConnReader::new(id, permits),
                     writer: ConnWriter::new(
@@ -212,11 +224,17 @@ impl<S: Sock> Hub<S> {
                         writes,
                         permit,
                         sock,
-                        writer_done: false,
+                        writer_done: !started,
                         pending: WriteBatch::default(),
                         outstanding,
                     },
                 );
+                let issued = if started {
+                    self.core.handle_open(now)
+                } else {
+                    self.core.handle_open_refused(now)
+                };
+                debug_assert_eq!(issued, id);
                 Ok(())
             }
             Event::Data(id, bytes) => {
@@ -249,6 +267,7 @@ impl<S: Sock> Hub<S> {
     /// Runs the core's timers (idle timeouts, close and shutdown graces) at `now`,
     /// then grants permits to the readers the core wants to hear from again.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
+        self.now = now;
         self.drain_flushed();
         if self.core.poll_timeout().is_some_and(|t| t <= now) {
             self.core.handle_timeout(now);
@@ -284,15 +303,8 @@ impl<S: Sock> Hub<S> {
             };
             if conn.outstanding.is_zero() && !conn.writer_done {
                 // The writer has nothing in flight: write from here, without waiting.
-                while !conn.pending.is_empty() {
-                    let written = {
-                        let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
-                        let k = conn.pending.slices(&mut slices);
-                        conn.sock.try_write_now(&slices[..k])
-                    };
-                    // Errors (other than a full buffer) are left to the writer to meet.
-                    let Ok(n @ 1..) = written else { break };
-                    conn.pending.advance(n);
+                let n = write_now(conn);
+                if n > 0 {
                     check(self.core.handle_flushed(id, n));
                 }
             }
@@ -318,6 +330,16 @@ impl<S: Sock> Hub<S> {
                     let Some(mut conn) = self.open.remove(&id) else {
                         continue;
                     };
+                    if conn.writer_done {
+                        // No writer (it failed, or never started): what fits in the
+                        // socket now is all this connection gets.
+                        if reason.flush() {
+                            write_now(&mut conn);
+                        }
+                        let _ = conn.sock.shutdown(How::Both);
+                        check(self.core.handle_closed(self.now, id));
+                        continue;
+                    }
                     conn.hand_to_writer();
                     if !reason.flush() {
                         let _ = conn.sock.shutdown(How::Both);
@@ -338,10 +360,131 @@ impl<S: Sock> Hub<S> {
     }
 }
 
+/// Writes what `conn` collected straight to its socket, as much as fits without
+/// waiting; returns how much. Errors (other than a full buffer) are left to the
+/// writer to meet.
+fn write_now<S: Sock>(conn: &mut Conn<S>) -> usize {
+    let mut total = 0;
+    while !conn.pending.is_empty() {
+        let written = {
+            let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
+            let k = conn.pending.slices(&mut slices);
+            conn.sock.try_write_now(&slices[..k])
+        };
+        let Ok(n @ 1..) = written else { break };
+        conn.pending.advance(n);
+        total += n;
+    }
+    total
+}
+
 fn check(result: Result<(), ChatError>) {
     match result {
         // Late news about a connection the core already closed: expected, ignored.
         Ok(()) | Err(ChatError::UnknownConn(_)) => {}
         Err(e) => log::error!("chat transport bug: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    /// A socket that takes every write and records shutdowns.
+    #[derive(Default)]
+    struct Fake {
+        written: Mutex<Vec<u8>>,
+        shut: Mutex<Vec<How>>,
+    }
+
+    impl Sock for Fake {
+        fn shutdown(&self, how: How) -> std::io::Result<()> {
+            self.shut.lock().unwrap().push(how);
+            Ok(())
+        }
+
+        fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            let mut w = self.written.lock().unwrap();
+            let before = w.len();
+            bufs.iter().for_each(|b| w.extend_from_slice(b));
+            Ok(w.len() - before)
+        }
+    }
+
+    /// Accepts a fake socket (through an `Arc` so the test can look at it).
+    fn accept(hub: &mut Hub<Arc<Fake>>, now: Instant, start: bool) -> Arc<Fake> {
+        let sock = Arc::new(Fake::default());
+        let mut spawn = |_conn: NewConn<Arc<Fake>>| start;
+        hub.handle_batch(
+            now,
+            false,
+            Event::Accepted(Arc::clone(&sock)),
+            std::iter::empty(),
+            &mut spawn,
+        );
+        sock
+    }
+
+    impl Sock for Arc<Fake> {
+        fn shutdown(&self, how: How) -> std::io::Result<()> {
+            Fake::shutdown(self, how)
+        }
+
+        fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> std::io::Result<usize> {
+            Fake::try_write_now(self, bufs)
+        }
+    }
+
+    fn text(sock: &Fake) -> String {
+        String::from_utf8(sock.written.lock().unwrap().clone()).unwrap()
+    }
+
+    #[test]
+    fn a_connection_that_gets_no_thread_is_refused_and_nobody_is_told() {
+        let mut hub: Hub<Arc<Fake>> = Hub::new(ChatConfig::default());
+        let a = accept(&mut hub, Instant::ZERO, true);
+        assert!(text(&a).starts_with("* welcome guest1, 1 users online\n"));
+        let b = accept(&mut hub, Instant::ZERO, false);
+        assert_eq!(text(&b), "! server full\n");
+        assert_eq!(*b.shut.lock().unwrap(), [How::Both]);
+        assert_eq!(hub.core().connections(), 1);
+        assert_eq!(hub.core().closing(), 0, "its socket is closed already");
+        // `a` heard nothing of it; the next one is guest2.
+        assert_eq!(text(&a), "* welcome guest1, 1 users online\n");
+        let c = accept(&mut hub, Instant::ZERO, true);
+        assert!(text(&c).starts_with("* welcome guest2, 2 users online\n"));
+    }
+
+    #[test]
+    fn the_stop_signal_shuts_down_before_the_batch_and_timers_run_after_it() {
+        let config =
+            ChatConfig::default().with_idle_timeout(Some(std::time::Duration::from_secs(1)));
+        let mut hub: Hub<Arc<Fake>> = Hub::new(config);
+        let a = accept(&mut hub, Instant::ZERO, true);
+        let late = Instant::from_millis(1500);
+        // A batch of data at 1.5 s: the idle timer (due at 1 s) runs after it.
+        let mut spawn = |_conn: NewConn<Arc<Fake>>| true;
+        hub.handle_batch(
+            late,
+            false,
+            Event::Data(ConnId(0), Bytes::from_static(b"")),
+            std::iter::empty(),
+            &mut spawn,
+        );
+        assert!(!hub.core().is_open(ConnId(0)), "the idle timer waited");
+        drop(a);
+        let b = accept(&mut hub, late, true);
+        hub.handle_batch(
+            late,
+            true,
+            Event::Data(ConnId(1), Bytes::from_static(b"hi\n")),
+            std::iter::empty(),
+            &mut spawn,
+        );
+        // Shut down before `hi` was handled: nobody heard it, `b` is closed.
+        assert_eq!(text(&b), "* welcome guest2, 1 users online\n");
+        assert_eq!(hub.core().connections(), 0);
+        assert!(!hub.finished(), "b's writer has not reported yet");
     }
 }
