@@ -9,6 +9,8 @@
 //!   violations per sender and, at the end, lost lines.
 //! * `bench idle` — opens and holds N connections and measures how long that took
 //!   (and, with `--server-pid`, the server's memory per connection on Linux).
+//! * `bench flood` — one or more clients flood a chat server (`x` lines, `/me`,
+//!   `/nick`) while a canary measures its `/who` round trips: fair service.
 //!
 //! Human summary on stdout, or one JSON object with `--json`; a progress bar on
 //! stderr only when stdout is a terminal. This module is part of the binary, not of
@@ -27,6 +29,7 @@
 
 mod chat;
 mod echo;
+mod flood;
 mod idle;
 mod pattern;
 mod report;
@@ -53,6 +56,8 @@ pub enum BenchCmd {
     Chat(chat::ChatArgs),
     /// Open and hold N idle connections; measure connect time (and server memory).
     Idle(idle::IdleArgs),
+    /// Flood a chat server from one or more clients; measure a canary's round trips.
+    Flood(flood::FloodArgs),
 }
 
 /// Options every benchmark takes.
@@ -192,6 +197,7 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
         BenchCmd::Echo(a) => a.common.clone(),
         BenchCmd::Chat(a) => a.common.clone(),
         BenchCmd::Idle(a) => a.common.clone(),
+        BenchCmd::Flood(a) => a.common.clone(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = common.threads {
@@ -205,6 +211,7 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
             BenchCmd::Echo(a) => echo::run(a, stop).await,
             BenchCmd::Chat(a) => chat::run(a, stop).await,
             BenchCmd::Idle(a) => idle::run(a, stop).await,
+            BenchCmd::Flood(a) => flood::run(a, stop).await,
         }
     })
 }
