@@ -51,6 +51,12 @@ impl ConnReader {
         }
     }
 
+    /// The connection's id.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
+    pub(crate) fn id(&self) -> ConnId {
+        self.id
+    }
+
     /// Where the next read goes.
     pub(crate) fn buf(&mut self) -> &mut [u8] {
         &mut self.buf

@@ -94,6 +94,17 @@ impl<S: Sock> Conn<S> {
     }
 }
 
+/// One entry of the simulator's log of what a [`Hub`] told or got from the core, in
+/// order: every output it executed and every flush it reported.
+#[cfg(feature = "sim")]
+#[derive(Debug, Clone)]
+pub(crate) enum Logged {
+    /// An output of the core, about to be executed.
+    Output(Output),
+    /// `handle_flushed(id, n)` was called (a writer's report or a direct write).
+    Flushed(ConnId, usize),
+}
+
 /// The owner of the chat core.
 pub(crate) struct Hub<S> {
     core: ChatServer,
@@ -107,6 +118,9 @@ pub(crate) struct Hub<S> {
     /// Flush at the end of the current event: a connection collected this many bytes.
     flush_at: usize,
     must_flush: bool,
+    /// The simulator's log (`None`: not recording).
+    #[cfg(feature = "sim")]
+    log: Option<Vec<Logged>>,
 }
 
 impl<S: Sock> Hub<S> {
@@ -121,7 +135,22 @@ impl<S: Sock> Hub<S> {
             dirty: Vec::new(),
             flush_at: (config.send_queue / 8).clamp(1, MAX_COLLECT),
             must_flush: false,
+            #[cfg(feature = "sim")]
+            log: None,
         }
+    }
+
+    /// Starts logging every output executed and every flush reported to the core
+    /// (for the simulator's checks; see [`take_log`](Self::take_log)).
+    #[cfg(feature = "sim")]
+    pub(crate) fn record(&mut self) {
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// What was logged since the last call, in order.
+    #[cfg(feature = "sim")]
+    pub(crate) fn take_log(&mut self) -> Vec<Logged> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
@@ -164,6 +193,10 @@ impl<S: Sock> Hub<S> {
     /// Applies the writers' flush reports.
     fn drain_flushed(&mut self) {
         while let Ok((id, n)) = self.flushed_rx.try_recv() {
+            #[cfg(feature = "sim")]
+            if let Some(log) = &mut self.log {
+                log.push(Logged::Flushed(id, n));
+            }
             check(self.core.handle_flushed(id, n));
         }
     }
@@ -251,6 +284,10 @@ impl<S: Sock> Hub<S> {
                     // Errors (other than a full buffer) are left to the writer to meet.
                     let Ok(n @ 1..) = written else { break };
                     conn.pending.advance(n);
+                    #[cfg(feature = "sim")]
+                    if let Some(log) = &mut self.log {
+                        log.push(Logged::Flushed(id, n));
+                    }
                     check(self.core.handle_flushed(id, n));
                 }
             }
@@ -262,6 +299,10 @@ impl<S: Sock> Hub<S> {
     /// Executes the core's outputs.
     fn execute(&mut self) {
         while let Some(output) = self.core.poll_output() {
+            #[cfg(feature = "sim")]
+            if let Some(log) = &mut self.log {
+                log.push(Logged::Output(output.clone()));
+            }
             match output {
                 Output::Transmit { to, bytes } => {
                     if let Some(conn) = self.open.get_mut(&to) {
