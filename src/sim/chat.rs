@@ -988,6 +988,10 @@ impl Sim {
                 }
             }
         }
+        // Exact, not `>=`: the checker saw every `handle_flushed` the hub made, in
+        // order with the outputs (writers' reports too, when the hub drained them).
+        // That the reports are timely and true is checked below (reported ==
+        // written after every call) and by the flood scenario.
         self.check.check_server(self.hub.core());
         for i in 0..self.clients.len() {
             if self.clients[i].id.is_none() {
