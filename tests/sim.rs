@@ -1,26 +1,33 @@
-//! Deterministic network simulation of the real chat and echo cores (`echochat::sim`).
+//! Deterministic network simulation of the real chat and echo cores, the chat
+//! running in the real driver layer (hub and connection writers) (`echochat::sim`).
 //!
-//! * `SIM_SEEDS=N` runs seeds `0..N` (default 200); `SIM_SEED=S` replays seed `S` alone.
+//! * `SIM_SEEDS=N` runs seeds `0..N` (default 200; the flood scenario runs a twentieth
+//!   of them, at least 10); `SIM_SEED=S` replays seed `S` alone.
 //! * A failing seed is printed with the exact command that replays it.
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
 use echochat::sim::{chat, echo, SimReport};
 
-fn seeds() -> Vec<u64> {
+/// The seeds to run: `SIM_SEED`, or `0..SIM_SEEDS / divisor` (at least 10).
+fn seeds(divisor: u64) -> Vec<u64> {
     if let Ok(s) = std::env::var("SIM_SEED") {
         return vec![s.parse().expect("SIM_SEED must be a number")];
     }
     let n = std::env::var("SIM_SEEDS")
         .ok()
         .and_then(|s| s.parse().ok())
-        .unwrap_or(200);
-    (0..n).collect()
+        .unwrap_or(200u64);
+    (0..(n / divisor).max(10.min(n))).collect()
 }
 
 fn run_all(name: &str, test: &str, run: fn(u64) -> SimReport) -> Vec<SimReport> {
+    run_seeds(name, test, run, seeds(1))
+}
+
+fn run_seeds(name: &str, test: &str, run: fn(u64) -> SimReport, seeds: Vec<u64>) -> Vec<SimReport> {
     let mut reports = Vec::new();
-    for seed in seeds() {
+    for seed in seeds {
         match catch_unwind(AssertUnwindSafe(|| run(seed))) {
             Ok(r) => reports.push(r),
             Err(e) => {
@@ -50,10 +57,12 @@ fn chat_seeds() {
         }
     }
     println!(
-        "chat: {} seeds, {} events, {} connections, {} messages delivered, {} verified not lost, closes {closes:?}",
+        "chat: {} seeds, {} events, {} connections, {} hub batches (largest {}), {} messages delivered, {} verified not lost, closes {closes:?}",
         reports.len(),
         sum(|r| r.events),
         sum(|r| r.connections),
+        sum(|r| r.batches),
+        reports.iter().map(|r| r.max_batch).max().unwrap_or(0),
         sum(|r| r.delivered),
         sum(|r| r.verified),
     );
@@ -76,6 +85,28 @@ fn chat_seeds() {
     }
 }
 
+/// Regression: readers that keep up are never dropped (`send queue exceeded`)
+/// under a flood, however late writers' flush reports would reach the core.
+#[test]
+fn flood_seeds() {
+    let reports = run_seeds("flood", "flood_seeds", chat::run_flood, seeds(20));
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    println!(
+        "flood: {} seeds, {} events, {} connections, {} hub batches (largest {}), {} messages delivered, {} verified not lost",
+        reports.len(),
+        sum(|r| r.events),
+        sum(|r| r.connections),
+        sum(|r| r.batches),
+        reports.iter().map(|r| r.max_batch).max().unwrap_or(0),
+        sum(|r| r.delivered),
+        sum(|r| r.verified),
+    );
+    if reports.len() >= 10 {
+        // The flood must actually make the hub handle big batches.
+        assert!(reports.iter().map(|r| r.max_batch).max().unwrap_or(0) >= 32);
+    }
+}
+
 #[test]
 fn echo_seeds() {
     let reports = run_all("echo", "echo_seeds", echo::run);
@@ -91,6 +122,8 @@ fn same_seed_same_run() {
         let (a, b) = (echo::run(seed), echo::run(seed));
         assert_eq!(a, b, "echo seed {seed} is not deterministic");
     }
+    let (a, b) = (chat::run_flood(7), chat::run_flood(7));
+    assert_eq!(a, b, "flood seed 7 is not deterministic");
     assert_ne!(
         chat::run(1).digest,
         chat::run(2).digest,

@@ -1,12 +1,15 @@
-//! Deterministic in-memory network simulator driving the real core.
+//! Deterministic in-memory network simulator driving the real core and driver layer.
 //!
 //! [`chat::run`] plays a whole chat session from a seed: many simulated clients
 //! with different behaviours (chatty room members, room hoppers, slow readers that
 //! stop reading, idle clients, clients that reset, quit or send garbage) talk to a
-//! real [`ChatServer`](crate::chat::ChatServer) over an in-memory network with random
-//! latency, reordering between connections (never within one), random chunking of
-//! delivered bytes and random write sizes, bounded socket windows, and a virtual
-//! clock. [`echo::run`] does the same for [`EchoConn`](crate::echo::EchoConn).
+//! real [`ChatServer`](crate::chat::ChatServer), run by the transports' real chat
+//! hub and connection writers (the driver layer, `transports/driver/`) over
+//! in-memory sockets, with random latency, reordering between connections (never
+//! within one), random chunking of delivered bytes and random write sizes, bounded
+//! socket windows, and a virtual clock. [`chat::run_flood`] floods one room to
+//! check that readers who keep up are never dropped. [`echo::run`] does the same for
+//! [`EchoConn`](crate::echo::EchoConn).
 //!
 //! Everything is a function of the seed: a [`Rng`] of our own (SplitMix64),
 //! ordered maps and queues only, no clock. Each run returns a [`SimReport`] whose
@@ -103,6 +106,10 @@ pub struct SimReport {
     pub closes: BTreeMap<&'static str, u64>,
     /// Bytes echoed (echo runs).
     pub echoed: u64,
+    /// Calls of the chat hub's `handle_batch` (chat runs).
+    pub batches: u64,
+    /// Most events handled by one `handle_batch` call (chat runs).
+    pub max_batch: u64,
 }
 
 /// Timed events in order of (time, insertion): ties break by arrival, deterministically.

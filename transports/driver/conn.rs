@@ -57,8 +57,8 @@ impl ConnReader {
         }
     }
 
-    /// The connection this reader reads.
-    #[allow(dead_code)] // for the simulator
+    /// The connection's id.
+    #[cfg_attr(not(feature = "sim"), allow(dead_code))]
     pub(crate) fn id(&self) -> ConnId {
         self.id
     }

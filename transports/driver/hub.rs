@@ -103,6 +103,17 @@ impl<S: Sock> Conn<S> {
     }
 }
 
+/// One entry of the simulator's log of what a [`Hub`] told or got from the core, in
+/// order: every output it executed and every flush it reported.
+#[cfg(feature = "sim")]
+#[derive(Debug, Clone)]
+pub(crate) enum Logged {
+    /// An output of the core, about to be executed.
+    Output(Output),
+    /// `handle_flushed(id, n)` was called (a writer's report or a direct write).
+    Flushed(ConnId, usize),
+}
+
 /// The owner of the chat core.
 pub(crate) struct Hub<S> {
     core: ChatServer,
@@ -120,6 +131,9 @@ pub(crate) struct Hub<S> {
     waiting: Vec<ConnId>,
     /// The time of the event or timer being handled.
     now: Instant,
+    /// The simulator's log (`None`: not recording).
+    #[cfg(feature = "sim")]
+    log: Option<Vec<Logged>>,
 }
 
 impl<S: Sock> Hub<S> {
@@ -136,7 +150,22 @@ impl<S: Sock> Hub<S> {
             must_flush: false,
             waiting: Vec::new(),
             now: Instant::ZERO,
+            #[cfg(feature = "sim")]
+            log: None,
         }
+    }
+
+    /// Starts logging every output executed and every flush reported to the core
+    /// (for the simulator's checks; see [`take_log`](Self::take_log)).
+    #[cfg(feature = "sim")]
+    pub(crate) fn record(&mut self) {
+        self.log.get_or_insert_with(Vec::new);
+    }
+
+    /// What was logged since the last call, in order.
+    #[cfg(feature = "sim")]
+    pub(crate) fn take_log(&mut self) -> Vec<Logged> {
+        self.log.as_mut().map(std::mem::take).unwrap_or_default()
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is due, if ever.
@@ -187,6 +216,10 @@ impl<S: Sock> Hub<S> {
     /// Applies the writers' flush reports.
     fn drain_flushed(&mut self) {
         while let Ok((id, n)) = self.flushed_rx.try_recv() {
+            #[cfg(feature = "sim")]
+            if let Some(log) = &mut self.log {
+                log.push(Logged::Flushed(id, n));
+            }
             check(self.core.handle_flushed(id, n));
         }
     }
@@ -305,6 +338,10 @@ impl<S: Sock> Hub<S> {
                 // The writer has nothing in flight: write from here, without waiting.
                 let n = write_now(conn);
                 if n > 0 {
+                    #[cfg(feature = "sim")]
+                    if let Some(log) = &mut self.log {
+                        log.push(Logged::Flushed(id, n));
+                    }
                     check(self.core.handle_flushed(id, n));
                 }
             }
@@ -316,6 +353,10 @@ impl<S: Sock> Hub<S> {
     /// Executes the core's outputs.
     fn execute(&mut self) {
         while let Some(output) = self.core.poll_output() {
+            #[cfg(feature = "sim")]
+            if let Some(log) = &mut self.log {
+                log.push(Logged::Output(output.clone()));
+            }
             match output {
                 Output::Transmit { to, bytes } => {
                     if let Some(conn) = self.open.get_mut(&to) {
