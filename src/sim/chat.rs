@@ -10,6 +10,8 @@
 //!
 //! * the acceptor and the readers: a connect becomes `Accepted`, bytes that reach
 //!   the server become `Data` (then `Eof` / `ReadError`), sent to the owner's inbox;
+//!   like the real readers, each reads again only with the hub's permit (the
+//!   `ConnReader` the hub made), so at most one read per connection waits;
 //! * the owner loop: everything waiting in the inbox at the end of a virtual
 //!   millisecond goes to the hub in one `handle_batch` call (at most `BATCH`
 //!   events per call, like the real event channel: a flood makes big batches),
@@ -53,7 +55,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{Digest, Queue, Rng, SimReport};
 use crate::chat::{ChatConfig, CloseReason, ConnId, Output};
-use crate::driver::conn::{ConnWriter, WriteStep, MAX_IOSLICES};
+use crate::driver::conn::{ConnReader, ConnWriter, WriteStep, MAX_IOSLICES};
 use crate::driver::hub::{Event, Hub, Logged, NewConn};
 use crate::driver::Sock;
 use crate::fuzzing::{forbidden_char, token, ChatChecker};
@@ -245,6 +247,14 @@ struct Client {
     server_open: bool,
     /// The server-side reader still runs (accepted, no EOF/error/shutdown yet).
     reader_open: bool,
+    /// The real reader step type (for its permits).
+    reader: Option<ConnReader>,
+    /// Bytes that reached the server's socket and were not read yet.
+    unread: Vec<u8>,
+    /// End of stream (`false`) or a reset (`true`) reached the server's socket.
+    unread_end: Option<bool>,
+    /// The reader may read: it has not sent data since its last permit.
+    may_read: bool,
     writer: Option<ConnWriter>,
     /// The writer waits for window space (its write said `WouldBlock`).
     blocked: bool,
@@ -667,6 +677,10 @@ impl Sim {
             sock,
             server_open: false,
             reader_open: false,
+            reader: None,
+            unread: Vec::new(),
+            unread_end: None,
+            may_read: true,
             writer: None,
             blocked: false,
             pump_scheduled: false,
@@ -754,16 +768,24 @@ impl Sim {
                 self.schedule_act(i);
             }
             Ev::Act(i) => self.act(i),
-            Ev::ToServer(i, data) => self.server_read(i, data),
+            Ev::ToServer(i, data) => {
+                self.clients[i].unread.extend_from_slice(&data);
+                self.reader_step(i);
+            }
             Ev::ServerEof(i) => {
                 self.digest.num(3);
-                self.reader_ends(i, false);
+                self.clients[i].unread_end = Some(false);
+                self.reader_step(i);
             }
             Ev::ServerReset(i) => {
                 self.digest.num(4);
-                // Writes fail from now on, and the reader reports an error.
-                self.clients[i].sock.state().reset = true;
-                self.reader_ends(i, true);
+                // Writes fail from now on; unread bytes are discarded (as a kernel
+                // does on a reset) and the reader's next read reports an error.
+                let c = &mut self.clients[i];
+                c.sock.state().reset = true;
+                c.unread.clear();
+                c.unread_end = Some(true);
+                self.reader_step(i);
             }
             Ev::Pump(i) => self.pump(i),
             Ev::ToClient(i, data) => {
@@ -860,6 +882,37 @@ impl Sim {
             Action::StopReading => self.clients[i].reading = false,
         }
         self.schedule_act(i);
+    }
+
+    /// The server-side reader, as the transports run it: it reads what reached the
+    /// socket only with a permit (the first read needs none; after each `Data` it
+    /// waits for the hub's next permit, and stops if the hub dropped its sender),
+    /// so at most one read per connection waits for the owner.
+    fn reader_step(&mut self, i: usize) {
+        let c = &mut self.clients[i];
+        if !c.reader_open {
+            return;
+        }
+        if !c.may_read {
+            let Some(reader) = &c.reader else { return };
+            match reader.permit().try_recv() {
+                Ok(()) => c.may_read = true,
+                Err(flume::TryRecvError::Empty) => return,
+                Err(flume::TryRecvError::Disconnected) => {
+                    // Closed by the core: the reader stops without a word.
+                    c.reader_open = false;
+                    return;
+                }
+            }
+        }
+        if !c.unread.is_empty() {
+            let n = c.unread.len().min(crate::driver::conn::READ_CHUNK);
+            let data: Vec<u8> = c.unread.drain(..n).collect();
+            c.may_read = false;
+            self.server_read(i, data);
+        } else if let Some(reset) = c.unread_end {
+            self.reader_ends(i, reset);
+        }
     }
 
     /// The server-side reader read `data`: it sends `Data` to the owner. Notes
@@ -969,6 +1022,7 @@ impl Sim {
             );
             c.id = Some(id);
             c.reader_open = true;
+            c.reader = Some(conn.reader);
             c.writer = Some(conn.writer);
             self.check.opened(id);
             self.report.connections += 1;
@@ -1026,6 +1080,10 @@ impl Sim {
             if wake {
                 self.schedule_pump(i);
             }
+        }
+        // Permits the hub granted (and new readers) let readers read what waits.
+        for i in 0..self.clients.len() {
+            self.reader_step(i);
         }
         if let Some(t) = self.hub.poll_timeout() {
             let t = Self::ms(t);
