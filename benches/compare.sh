@@ -23,6 +23,9 @@ TARGET=${CARGO_TARGET_DIR:-target}
 
 cargo build --release --features cli --examples --bin echochat >&2
 BIN="$TARGET/release/echochat"
+# The servers measured (default: this build). SERVER_BIN=path/to/an/older/echochat
+# measures another build's servers with this build's load generator, for a before/after.
+SERVER_BIN=${SERVER_BIN:-$BIN}
 EX="$TARGET/release/examples"
 OUT=$(mktemp -d)
 RESULTS="$OUT/results.jsonl"
@@ -93,7 +96,7 @@ chat_cases() {
 
 for rt in threads tokio smol; do
     idle=no; [ "$rt" != threads ] && idle=yes
-    if start_server "echo-$rt" "$BIN" echo-server --addr 127.0.0.1:0 --runtime "$rt"; then
+    if start_server "echo-$rt" "$SERVER_BIN" echo-server --addr 127.0.0.1:0 --runtime "$rt"; then
         echo_cases "$rt" "$idle"; stop_server
     fi
 done
@@ -104,12 +107,15 @@ if start_server ref_std_echo "$EX/ref_std_echo" --addr 127.0.0.1:0; then
     echo_cases ref_std "no"; stop_server
 fi
 for rt in threads tokio smol; do
-    if start_server "chat-$rt" "$BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt"; then
-        chat_cases "$rt"; stop_server
+    if start_server "chat-$rt" "$SERVER_BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt"; then
+        chat_cases "$rt"
+        # Fair service: a canary's /who round trips while one client floods `x` lines.
+        run_case "$rt" flood_lines flood --addr "$ADDR" --attack lines --duration "$DURATION"
+        stop_server
     fi
     # The same flood with a send queue big enough for the whole burst (784 KB per
     # receiver): throughput without the slow-consumer policy kicking in.
-    if start_server "chat-$rt-bigq" "$BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt" --send-queue "$BIG_QUEUE"; then
+    if start_server "chat-$rt-bigq" "$SERVER_BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt" --send-queue "$BIG_QUEUE"; then
         run_case "$rt" chat_flood_bigq chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
         stop_server
     fi
@@ -165,6 +171,9 @@ rows = [
     ("chat_paced", "chat paced: p99 µs", lambda r: r["latency"]["p99_us"], "{}", True),
     ("chat_paced", "chat paced: lost / order violations / errors",
         lambda r: f'{r["lost"]} / {r["order_violations"]} / {errors(r)}', "{}", False),
+    ("flood_lines", "one client floods x lines: canary /who p50 µs", lambda r: r["canary"]["p50_us"], "{}", False),
+    ("flood_lines", "one client floods x lines: canary /who p99 µs", lambda r: r["canary"]["p99_us"], "{}", False),
+    ("flood_lines", "one client floods x lines: MB sent by the flooder", lambda r: r["flood_bytes"] / 1e6, "{:.0f}", False),
     ("idle", f"idle {idle_conns} conns: open after hold", lambda r: r["alive_after_hold"], "{}", False),
     ("idle", "idle: connect p99 µs", lambda r: r["connect_latency"]["p99_us"], "{}", True),
     ("idle", "idle: server RSS bytes per conn", lambda r: r["server_bytes_per_conn"], "{:.0f}", True),

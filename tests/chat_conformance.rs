@@ -1,4 +1,4 @@
-//! Chat conformance (SPEC §3): every test runs against every transport compiled
+//! Chat conformance (`docs/PROTOCOL.md`): every test runs against every transport compiled
 //! in, in-process (`threads::…`, `tokio::…`, `smol::…`), and a subset through the
 //! `echochat` binary (`bin_threads::…`, …), over real loopback TCP. Each command's
 //! details are unit-tested on the core (src/chat/); these prove the transports
@@ -27,7 +27,7 @@ conformance!(
     max_conns_server_full,
     idle_timeout_drops_silent_clients,
     shutdown_notice,
-    // SPEC §3 over sockets, row by row (tests below).
+    // docs/PROTOCOL.md over sockets, row by row (tests below).
     welcome_counts_users_in_every_room,
     messages_go_to_the_others_only,
     nick_command,
@@ -300,7 +300,7 @@ fn shutdown_notice(t: Target) {
 }
 
 // ---------------------------------------------------------------------------
-// SPEC §3 row by row. Exact texts are the core's (docs/PROTOCOL.md).
+// docs/PROTOCOL.md row by row. Exact texts are the core's (docs/PROTOCOL.md).
 
 /// Connects a client and renames it to `nick` (waits for its own rename notice).
 fn named(server: &Server, nick: &str) -> ChatClient {

@@ -1,4 +1,4 @@
-//! The `echochat` binary end to end (SPEC §1), on every compiled-in runtime:
+//! The `echochat` binary end to end (the README's command line), on every compiled-in runtime:
 //! servers announce `listening on IP:PORT`, stop with exit 0 on SIGTERM/SIGINT,
 //! fail with one clear line on busy addresses and with clap's usage errors (and
 //! hints) on bad flags; our clients talk to our servers and to small Python

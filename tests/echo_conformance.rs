@@ -1,4 +1,4 @@
-//! Echo conformance (SPEC §2): every test runs against every transport compiled
+//! Echo conformance (RFC 862 as the README describes it): every test runs against every transport compiled
 //! in, in-process (`threads::…`, `tokio::…`, `smol::…`), and a subset through the
 //! `echochat` binary (`bin_threads::…`, …), over real loopback TCP.
 
