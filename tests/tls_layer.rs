@@ -197,6 +197,30 @@ fn close_notify_from_the_client_is_its_half_close_on_tls13() {
 }
 
 #[test]
+fn after_our_close_the_client_is_not_listened_to() {
+    let mut p = TlsPair::new(false);
+    p.handshake();
+    p.server.close();
+    p.pump();
+    // A warning alert (illegal in TLS 1.3) would otherwise be answered with a
+    // fatal alert after our close_notify.
+    p.client_write(b"still talking\n");
+    p.client.send_close_notify();
+    p.client_output();
+    let n = p.to_server.len();
+    assert_eq!(p.deliver_to_server(n), n);
+    assert_eq!(
+        p.server
+            .handle_ciphertext(&[21, 3, 3, 0, 2, 1, 90])
+            .expect("ignored"),
+        7
+    );
+    assert!(p.server_got.is_empty());
+    assert!(p.server.poll_ciphertext().is_none());
+    assert!(p.server.error().is_none());
+}
+
+#[test]
 fn close_notify_on_tls12() {
     let mut p = TlsPair::new(true);
     p.handshake();

@@ -79,6 +79,9 @@ pub struct TlsPair {
     /// Whether the server's plaintext is read after every delivery (false: the
     /// core is not reading; backpressure builds up).
     pub server_reads: bool,
+    /// The client sent `close_notify` before its handshake finished: it gives up
+    /// (reads nothing more; rustls is not meant to go on from there).
+    pub client_gave_up: bool,
 }
 
 impl TlsPair {
@@ -102,6 +105,7 @@ impl TlsPair {
             server_error: None,
             client_error: None,
             server_reads: true,
+            client_gave_up: false,
         }
     }
 
@@ -116,9 +120,20 @@ impl TlsPair {
 
     /// The client's application writes `data` (all of it; rustls buffers).
     pub fn client_write(&mut self, data: &[u8]) {
+        assert!(
+            self.try_client_write(data),
+            "client failed: {:?}",
+            self.client_error
+        );
+    }
+
+    /// [`client_write`](Self::client_write), or `false` if the client failed
+    /// (e.g. it received an alert) and sends nothing any more.
+    pub fn try_client_write(&mut self, data: &[u8]) -> bool {
         let mut w = self.client.writer();
-        std::io::Write::write_all(&mut w, data).expect("client buffer");
+        let ok = std::io::Write::write_all(&mut w, data).is_ok();
         self.client_output();
+        ok
     }
 
     /// Offers at most `max` bytes of `to_server` to the layer; returns how many it took.
@@ -172,7 +187,7 @@ impl TlsPair {
         self.flushed += plain;
         let bytes: Vec<u8> = self.to_client.drain(..n).collect();
         let mut rest = &bytes[..];
-        while !rest.is_empty() && self.client_error.is_none() {
+        while !rest.is_empty() && self.client_error.is_none() && !self.client_gave_up {
             match self.client.read_tls(&mut rest) {
                 Ok(0) => break,
                 Ok(_) => {}
@@ -191,6 +206,13 @@ impl TlsPair {
         }
         self.client_output();
         plain
+    }
+
+    /// The client sends `close_notify` (its half-close on TLS 1.3).
+    pub fn client_close(&mut self) {
+        self.client_gave_up |= self.client.is_handshaking();
+        self.client.send_close_notify();
+        self.client_output();
     }
 
     /// The client's application reads what it can; returns how many bytes.
@@ -321,8 +343,9 @@ pub fn run_tls(input: &TlsInput) {
                     .iter()
                     .map(|&b| if b == b'~' { b'_' } else { b })
                     .collect();
-                pair.client_write(&data);
-                sent.extend_from_slice(&data);
+                if pair.try_client_write(&data) {
+                    sent.extend_from_slice(&data);
+                }
             }
             TlsOp::Deliver(n) => {
                 let before = pair.to_server.len();
@@ -361,10 +384,7 @@ pub fn run_tls(input: &TlsInput) {
             TlsOp::Read(n) => {
                 pair.server_read(usize::from(*n));
             }
-            TlsOp::ClientClose => {
-                pair.client.send_close_notify();
-                pair.client_output();
-            }
+            TlsOp::ClientClose => pair.client_close(),
             TlsOp::Advance(n) => {
                 pair.now = pair.now + core::time::Duration::from_millis(u64::from(*n) * 100);
                 chat.handle_timeout(pair.now);
@@ -447,9 +467,16 @@ pub fn run_tls(input: &TlsInput) {
             pair.server.plaintext_pending()
         );
         if !corrupted {
+            // Without corruption the only errors are a late handshake and a client
+            // that closed before finishing it.
             assert!(
-                pair.server_error.is_none()
-                    || matches!(pair.server_error, Some(TlsError::HandshakeTimeout(_))),
+                matches!(
+                    pair.server_error,
+                    None | Some(TlsError::HandshakeTimeout(_))
+                        | Some(TlsError::Protocol(rustls::Error::AlertReceived(
+                            rustls::AlertDescription::CloseNotify
+                        )))
+                ),
                 "error without corruption: {:?}",
                 pair.server_error
             );

@@ -162,13 +162,18 @@ impl TlsServerLayer {
     ///
     /// Takes everything unless the received-plaintext buffer is full (read it
     /// with [`read_plaintext`](Self::read_plaintext), then offer the rest again),
-    /// or the client already sent `close_notify` (what follows it is discarded
-    /// and counted as taken). On `Err` the connection is dead: write out what
+    /// or the client already sent `close_notify`, or we [`close`](Self::close)d
+    /// (then the bytes are discarded and counted as taken). On `Err` the connection is dead: write out what
     /// [`poll_ciphertext`](Self::poll_ciphertext) returns (an alert, when TLS
     /// allows one), then close the socket.
     pub fn handle_ciphertext(&mut self, data: &[u8]) -> Result<usize, TlsError> {
         if let Some(e) = &self.error {
             return Err(e.clone());
+        }
+        if self.closed {
+            // Our close_notify is out: nothing the client says matters any more
+            // (and rustls must not answer it with an alert).
+            return Ok(data.len());
         }
         let mut rest = data;
         while !rest.is_empty() {
