@@ -347,6 +347,88 @@ mod tests {
         assert!(fp.starts_with("BA:78:16:BF:8F:01:CF:EA"), "{fp}");
     }
 
+    /// A directory with `cert.pem`, `key.pem` (matching), `other.key` and a few
+    /// broken files.
+    fn files() -> PathBuf {
+        static N: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "echochat-tls-config-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let a = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("a");
+        let b = rcgen::generate_simple_self_signed(vec!["localhost".to_string()]).expect("b");
+        let w = |name: &str, text: &str| std::fs::write(dir.join(name), text).expect("write");
+        w("cert.pem", &a.cert.pem());
+        w("key.pem", &a.signing_key.serialize_pem());
+        w("other.key", &b.signing_key.serialize_pem());
+        w("both.pem", &(a.cert.pem() + &a.signing_key.serialize_pem()));
+        w("empty.pem", "");
+        w(
+            "broken.pem",
+            "-----BEGIN CERTIFICATE-----\nnot base64!\n-----END CERTIFICATE-----\n",
+        );
+        w(
+            "junk.pem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n",
+        );
+        dir
+    }
+
+    fn server_err(dir: &Path, cert: &str, key: &str) -> String {
+        server_config_from_pem(&dir.join(cert), &dir.join(key))
+            .expect_err("must fail")
+            .to_string()
+    }
+
+    #[test]
+    fn server_configs_from_pem_files() {
+        let dir = files();
+        let d = dir.display();
+        server_config_from_pem(&dir.join("cert.pem"), &dir.join("key.pem")).expect("valid");
+        // One file holding both works too.
+        server_config_from_pem(&dir.join("both.pem"), &dir.join("both.pem")).expect("valid");
+        assert_eq!(
+            server_err(&dir, "nope.pem", "key.pem"),
+            format!("cannot read {d}/nope.pem: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            server_err(&dir, "cert.pem", "nope.pem"),
+            format!("cannot read {d}/nope.pem: No such file or directory (os error 2)")
+        );
+        assert_eq!(
+            server_err(&dir, "key.pem", "key.pem"),
+            format!("{d}/key.pem: no certificate found (expected a PEM `CERTIFICATE` block)")
+        );
+        assert_eq!(
+            server_err(&dir, "cert.pem", "empty.pem"),
+            format!("{d}/empty.pem: no private key found (expected a PEM `PRIVATE KEY` block)")
+        );
+        assert_eq!(
+            server_err(&dir, "cert.pem", "other.key"),
+            format!(
+                "the private key in {d}/other.key does not match the certificate in {d}/cert.pem"
+            )
+        );
+        assert!(server_err(&dir, "broken.pem", "key.pem")
+            .starts_with(&format!("{d}/broken.pem: bad PEM: ")));
+        assert!(server_err(&dir, "junk.pem", "key.pem").starts_with(&format!("{d}/junk.pem: ")));
+        for e in ["nope.pem", "key.pem", "broken.pem", "junk.pem"] {
+            assert_eq!(server_err(&dir, e, "key.pem").lines().count(), 1);
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn client_configs() {
+        let dir = files();
+        client_config(Some(&dir.join("cert.pem")), false).expect("a CA file");
+        client_config(None, true).expect("insecure");
+        assert!(client_config(Some(&dir.join("empty.pem")), false).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
     #[test]
     fn self_signed_configs_work() {
         let made = self_signed().expect("self-signed");
