@@ -35,6 +35,9 @@ pub mod time;
 
 pub use time::Instant;
 
+#[cfg(feature = "tls")]
+pub mod tls;
+
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
 pub mod fuzzing;
 

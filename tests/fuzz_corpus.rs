@@ -69,6 +69,12 @@ fn telnet_inputs() {
     replay_target("telnet");
 }
 
+#[cfg(feature = "tls")]
+#[test]
+fn tls_inputs() {
+    replay_target("tls");
+}
+
 #[test]
 fn every_target_has_a_test_here() {
     assert_eq!(

@@ -1,5 +1,7 @@
 //! The argument grammar (clap derive): subcommands, flags, defaults and value checks.
 
+use std::path::PathBuf;
+
 use clap::{Args, Parser, Subcommand};
 use echochat::runtime::RuntimeKind;
 
@@ -96,6 +98,9 @@ pub struct EchoClientArgs {
     /// Send this one message, print the echo and exit (instead of reading stdin).
     #[arg(long, value_name = "TEXT")]
     pub message: Option<String>,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
 }
 
 /// `echochat chat-client`.
@@ -107,6 +112,31 @@ pub struct ChatClientArgs {
     /// Nick to take on arrival (sent as `/nick NAME`).
     #[arg(long, value_name = "NAME")]
     pub nick: Option<String>,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// The clients' TLS flags. `--ca` and `--insecure` imply `--tls`; the server name
+/// sent (SNI) and checked is the host part of `--addr`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ClientTlsArgs {
+    /// Connect with TLS, trusting the system's root certificates.
+    #[arg(long)]
+    pub tls: bool,
+    /// Trust only the certificates in this PEM file (implies --tls).
+    #[arg(long, value_name = "PEM")]
+    pub ca: Option<PathBuf>,
+    /// Do not check the server's certificate at all (implies --tls; says so on stderr).
+    #[arg(long, conflicts_with = "ca")]
+    pub insecure: bool,
+}
+
+impl ClientTlsArgs {
+    /// Whether to speak TLS.
+    pub fn enabled(&self) -> bool {
+        self.tls || self.insecure || self.ca.is_some()
+    }
 }
 
 /// A count or size of at least 1.

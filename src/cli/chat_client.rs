@@ -5,14 +5,16 @@
 //! still blocked reading stdin. The main thread sends `/nick NAME` (if asked) and
 //! then every stdin line; at EOF it shuts down its write side and gives the server
 //! about a second to send its last lines and close.
+//!
+//! With `--tls` (or `--ca`, `--insecure`) the same runs over TLS.
 
 use std::io::{self, BufRead, BufReader, Write};
-use std::net::{Shutdown, TcpStream};
 use std::thread;
 use std::time::Duration;
 
 use super::args::ChatClientArgs;
-use super::client::{connect, send_stdin_lines, SendError};
+use super::client::{send_stdin_lines, SendError};
+use super::tls_client::{open, ClientReader};
 use super::CliError;
 
 /// How long to keep printing after stdin ended, waiting for the server to close.
@@ -25,8 +27,7 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
         addr: addr.clone(),
         source,
     };
-    let stream = connect(&addr)?;
-    let reader = stream.try_clone().map_err(lost)?;
+    let (reader, mut writer) = open(&addr, &args.tls)?;
     let reader_addr = addr.clone();
     thread::Builder::new()
         .name("chat-printer".into())
@@ -37,8 +38,8 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
         })
         .map_err(lost)?;
 
-    let sent = send(&stream, args.nick.as_deref());
-    let _ = stream.shutdown(Shutdown::Write);
+    let sent = send(&mut writer, args.nick.as_deref());
+    writer.finish();
     // The printer ends the process (exit 0) as soon as the server closes; give it
     // that long to print the server's last lines. A failed send is often just the
     // server going away, which the printer reports better, so it waits too.
@@ -47,7 +48,7 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
 }
 
 /// Sends `/nick NAME` if given, then every stdin line.
-fn send(mut stream: &TcpStream, nick: Option<&str>) -> Result<(), SendError> {
+fn send(stream: &mut dyn Write, nick: Option<&str>) -> Result<(), SendError> {
     if let Some(nick) = nick {
         stream
             .write_all(format!("/nick {nick}\n").as_bytes())
@@ -58,7 +59,7 @@ fn send(mut stream: &TcpStream, nick: Option<&str>) -> Result<(), SendError> {
 
 /// Prints server lines until the server closes, then exits the process with 0.
 /// Returns only on failure.
-fn print_lines(stream: TcpStream, addr: &str) -> CliError {
+fn print_lines(stream: ClientReader, addr: &str) -> CliError {
     let mut server = BufReader::new(stream);
     let mut out = io::stdout();
     let mut line = Vec::with_capacity(1024);

@@ -40,7 +40,7 @@ impl SendError {
 
 /// Sends every stdin line until EOF, each ending in `\n` (one is added to a last
 /// line without it). Returns how many bytes were sent.
-pub fn send_stdin_lines(mut stream: &TcpStream) -> Result<usize, SendError> {
+pub fn send_stdin_lines(stream: &mut dyn Write) -> Result<usize, SendError> {
     let mut stdin = io::stdin().lock();
     let mut line = Vec::with_capacity(1024);
     let mut sent = 0;

@@ -8,34 +8,42 @@
 //!
 //! Getting back fewer bytes than were sent is an error in both modes (e.g. a
 //! server at its `--max-conns` closes new connections at once).
+//!
+//! With `--tls` (or `--ca`, `--insecure`) the same runs over TLS; "shut down the
+//! write side" then starts with a `close_notify`.
 
 use std::io::{self, Read, Write};
-use std::net::{Shutdown, TcpStream};
 use std::thread;
 
 use super::args::EchoClientArgs;
-use super::client::{connect, send_stdin_lines};
+use super::client::send_stdin_lines;
+use super::tls_client::{open, ClientReader, ClientWriter};
 use super::CliError;
 
 /// `echochat echo-client`.
 pub fn run(args: EchoClientArgs) -> Result<(), CliError> {
-    let stream = connect(&args.addr)?;
+    let (reader, writer) = open(&args.addr, &args.tls)?;
     match args.message {
-        Some(message) => one_message(stream, &args.addr, message.as_bytes()),
-        None => lines(stream, &args.addr),
+        Some(message) => one_message(reader, writer, &args.addr, message.as_bytes()),
+        None => lines(reader, writer, &args.addr),
     }
 }
 
-fn one_message(mut stream: TcpStream, addr: &str, message: &[u8]) -> Result<(), CliError> {
+fn one_message(
+    mut reader: ClientReader,
+    mut writer: ClientWriter,
+    addr: &str,
+    message: &[u8],
+) -> Result<(), CliError> {
     let lost = |source| CliError::Connection {
         addr: addr.into(),
         source,
     };
-    stream.write_all(message).map_err(lost)?;
+    writer.write_all(message).map_err(lost)?;
     let mut echo = vec![0; message.len()];
     let mut got = 0;
     while got < echo.len() {
-        match stream.read(&mut echo[got..]) {
+        match reader.read(&mut echo[got..]) {
             Ok(0) => {
                 return Err(CliError::ShortEcho {
                     addr: addr.into(),
@@ -48,6 +56,7 @@ fn one_message(mut stream: TcpStream, addr: &str, message: &[u8]) -> Result<(), 
             Err(e) => return Err(lost(e)),
         }
     }
+    writer.finish();
     let mut out = io::stdout().lock();
     out.write_all(&echo)
         .and_then(|()| out.write_all(b"\n"))
@@ -55,20 +64,19 @@ fn one_message(mut stream: TcpStream, addr: &str, message: &[u8]) -> Result<(), 
         .map_err(CliError::stdout)
 }
 
-fn lines(stream: TcpStream, addr: &str) -> Result<(), CliError> {
+fn lines(reader: ClientReader, mut writer: ClientWriter, addr: &str) -> Result<(), CliError> {
     let lost = |source| CliError::Connection {
         addr: addr.into(),
         source,
     };
-    let reader = stream.try_clone().map_err(lost)?;
     let reader_addr = addr.to_owned();
     let printer = thread::Builder::new()
         .name("echo-printer".into())
         .spawn(move || print_echoes(reader, &reader_addr))
         .map_err(lost)?;
-    let sent = send_stdin_lines(&stream);
+    let sent = send_stdin_lines(&mut writer);
     // Whatever happened, let the server know we are done sending.
-    let _ = stream.shutdown(Shutdown::Write);
+    writer.finish();
     let printed = printer.join().unwrap_or_else(|_| {
         Err(CliError::stdout(io::Error::other(
             "printer thread panicked",
@@ -91,15 +99,15 @@ fn lines(stream: TcpStream, addr: &str) -> Result<(), CliError> {
 /// Copies everything the server sends to stdout until it closes, and returns how
 /// many bytes that was. On failure the socket is shut down so the sending thread
 /// cannot block forever on a server that waits for us to read.
-fn print_echoes(mut stream: TcpStream, addr: &str) -> Result<usize, CliError> {
+fn print_echoes(mut stream: ClientReader, addr: &str) -> Result<usize, CliError> {
     let result = copy_to_stdout(&mut stream, addr);
     if result.is_err() {
-        let _ = stream.shutdown(Shutdown::Both);
+        stream.abort();
     }
     result
 }
 
-fn copy_to_stdout(stream: &mut TcpStream, addr: &str) -> Result<usize, CliError> {
+fn copy_to_stdout(stream: &mut ClientReader, addr: &str) -> Result<usize, CliError> {
     let mut out = io::stdout().lock();
     let mut buf = vec![0; 64 * 1024];
     let mut got = 0;

@@ -9,6 +9,7 @@ mod client;
 mod echo_client;
 mod limits;
 mod serve;
+mod tls_client;
 
 use std::io::{self, Write};
 
@@ -62,6 +63,9 @@ pub enum CliError {
         #[source]
         source: io::Error,
     },
+    /// A TLS certificate, key or CA file is missing or unusable.
+    #[error("{0}")]
+    Tls(#[from] echochat::tls::TlsConfigError),
     /// The load generator failed.
     #[error("{0}")]
     Bench(String),

@@ -25,6 +25,8 @@ mod telnet;
 
 #[cfg(feature = "fuzzing")]
 mod chat;
+#[cfg(all(feature = "fuzzing", feature = "tls"))]
+mod tls;
 
 pub use check::{forbidden_char, token, ChatChecker};
 pub use command::{check_parse, check_sanitize, check_valid_name, command};
@@ -35,6 +37,8 @@ pub use telnet::{check_telnet, telnet, telnet_reference, TelnetOut};
 
 #[cfg(feature = "fuzzing")]
 pub use chat::{agree, chat, run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};
+#[cfg(all(feature = "fuzzing", feature = "tls"))]
+pub use tls::{run_tls, tls, tls_configs, TlsConfigs, TlsInput, TlsOp, TlsPair};
 
 /// Names of the fuzz targets, as in `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
 pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat", "telnet"];
@@ -48,6 +52,8 @@ pub fn replay(target: &str, data: &[u8]) -> bool {
         "telnet" => telnet(data),
         #[cfg(feature = "fuzzing")]
         "chat" => chat(data),
+        #[cfg(all(feature = "fuzzing", feature = "tls"))]
+        "tls" => tls(data),
         _ => return false,
     }
     true
