@@ -57,4 +57,4 @@ pub use transports::threads;
 #[cfg(feature = "tokio")]
 pub use transports::tokio;
 #[cfg(feature = "net")]
-pub use transports::{net, runtime};
+pub use transports::{metrics, net, runtime};

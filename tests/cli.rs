@@ -592,6 +592,7 @@ macro_rules! on_every_runtime {
 }
 
 on_every_runtime!(
+    metrics_move_and_connections_are_logged,
     echo_server_announces_and_stops_on_sigterm,
     chat_server_announces_and_stops_on_sigterm,
     servers_stop_on_sigint,
@@ -940,5 +941,88 @@ fn bench_prints_a_partial_summary_on_ctrl_c() {
         "{}",
         done.stderr
     );
+    server.stop_with("TERM");
+}
+
+// ---------------------------------------------------------------------------
+// Operations: `--metrics` and connection logs.
+// ---------------------------------------------------------------------------
+
+/// `GET path` on `addr`; the response body.
+fn http_get(addr: &str, path: &str) -> String {
+    let mut s = TcpStream::connect(addr).expect("connect to --metrics");
+    s.set_read_timeout(Some(DEADLINE)).unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").unwrap();
+    let mut text = String::new();
+    s.read_to_string(&mut text).unwrap();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP response");
+    assert!(head.starts_with("HTTP/1.0 200 OK"), "{head}");
+    body.to_string()
+}
+
+/// The value of the sample `name` (with its labels) in a Prometheus text body.
+fn sample(body: &str, name: &str) -> f64 {
+    body.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
+}
+
+fn metrics_move_and_connections_are_logged(runtime: &str) {
+    let server = Server::start("chat-server", runtime, &["-v", "--metrics", "127.0.0.1:0"]);
+    // The metrics address is logged (stdout stays the `listening on` line only).
+    let deadline = Instant::now() + DEADLINE;
+    let metrics = loop {
+        let log = server.proc.stderr();
+        if let Some(rest) = log.split("metrics on http://").nth(1) {
+            break rest.split("/metrics").next().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address logged: {log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let before = http_get(&metrics, "/metrics");
+    let mut a = TcpStream::connect(server.addr).unwrap();
+    let mut b = BufReader::new(TcpStream::connect(server.addr).unwrap());
+    let mut line = String::new();
+    b.read_line(&mut line).unwrap(); // b's welcome
+    a.write_all(b"hello metrics\n").unwrap();
+    loop {
+        line.clear();
+        b.read_line(&mut line).unwrap();
+        if line.contains("hello metrics") {
+            break;
+        }
+    }
+    a.write_all(b"/quit\n").unwrap();
+    let mut rest = Vec::new();
+    a.read_to_end(&mut rest).unwrap();
+    // Counters are process-wide and only grow; the quit is counted once it is seen.
+    let deadline = Instant::now() + DEADLINE;
+    let after = loop {
+        let after = http_get(&metrics, "/metrics");
+        if sample(&after, "echochat_drops_total{reason=\"quit\"}") >= 1.0 {
+            break after;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the quit was not counted:\n{after}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let grew = |name: &str| sample(&after, name) - sample(&before, name);
+    assert!(grew("echochat_connections_accepted_total") >= 2.0);
+    assert!(grew("echochat_lines_in_total") >= 2.0);
+    assert!(grew("echochat_deliveries_total") >= 1.0);
+    assert!(grew("echochat_bytes_total{direction=\"in\"}") > 0.0);
+    assert!(grew("echochat_bytes_total{direction=\"out\"}") > 0.0);
+    assert_eq!(sample(&after, "echochat_connections_open"), 1.0);
+    // Open and close are logged at info with the peer address and the reason.
+    let peer = a.local_addr().unwrap().to_string();
+    let log = server.proc.stderr();
+    assert!(log.contains(&format!("from {peer} open")), "{log}");
+    assert!(log.contains(&format!("from {peer} closed: Quit")), "{log}");
+    drop(b);
     server.stop_with("TERM");
 }

@@ -8,6 +8,8 @@ pub(crate) mod driver;
 #[cfg(feature = "net")]
 pub(crate) mod kind;
 #[cfg(feature = "net")]
+pub mod metrics;
+#[cfg(feature = "net")]
 pub mod net;
 #[cfg(feature = "net")]
 pub mod runtime;

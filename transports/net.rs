@@ -245,6 +245,10 @@ impl crate::driver::Sock for std::net::TcpStream {
         std::net::TcpStream::shutdown(self, how)
     }
 
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        std::net::TcpStream::peer_addr(self).ok()
+    }
+
     /// `sendmsg(MSG_DONTWAIT | MSG_NOSIGNAL)` on the blocking socket (Linux only:
     /// `O_NONBLOCK` would be shared with the blocked reader; elsewhere: `WouldBlock`).
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {

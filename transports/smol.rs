@@ -84,6 +84,10 @@ impl Sock for Async<TcpStream> {
         // The socket is non-blocking (async-io set it so).
         self.get_ref().write_vectored(bufs)
     }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.get_ref().peer_addr().ok()
+    }
 }
 
 impl Runtime for SmolRuntime {

@@ -78,6 +78,10 @@ impl Sock for tokio::net::TcpStream {
     fn try_write_now(&self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
         self.try_write_vectored(bufs)
     }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        tokio::net::TcpStream::peer_addr(self).ok()
+    }
 }
 
 impl Runtime for TokioRuntime {

@@ -44,6 +44,10 @@ impl Sock for PoolStream {
         // async-io made the socket non-blocking: this never waits.
         self.0.get_ref().write_vectored(bufs)
     }
+
+    fn peer_addr(&self) -> Option<SocketAddr> {
+        self.0.get_ref().peer_addr().ok()
+    }
 }
 
 impl Runtime for PoolRuntime {

@@ -45,6 +45,9 @@ pub struct EchoServerArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12345")]
     pub addr: String,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
     /// Transport that serves the connections.
     #[arg(long, value_parser = runtime_parser(), default_value_t = RuntimeKind::Tokio)]
     pub runtime: RuntimeKind,
@@ -70,6 +73,9 @@ pub struct ChatServerArgs {
     /// Address to listen on (port 0 picks a free port).
     #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:12346")]
     pub addr: String,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub metrics: Option<String>,
     /// Transport that serves the connections.
     #[arg(long, value_parser = runtime_parser(), default_value_t = RuntimeKind::Tokio)]
     pub runtime: RuntimeKind,

@@ -25,6 +25,7 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
     );
     config.once = args.once;
     let (listener, shutdown) = start(&args.addr, args.udp)?;
+    let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_echo(listener, config, shutdown)?;
     log::info!("echo server stopped");
@@ -43,6 +44,7 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Chat)),
     );
     let (listener, shutdown) = start(&args.addr, false)?;
+    let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_chat(listener, config, shutdown)?;
     log::info!("chat server stopped");
@@ -59,6 +61,33 @@ fn ensure_available(runtime: RuntimeKind) -> Result<(), CliError> {
         }
         .into())
     }
+}
+
+/// With `--metrics HOST:PORT`, serves `GET /metrics` on a thread of its own until
+/// `shutdown` (stdout stays the `listening on` lines only; the address is logged).
+fn serve_metrics(
+    addr: Option<&str>,
+    shutdown: &Shutdown,
+) -> Result<Option<std::thread::JoinHandle<()>>, CliError> {
+    let Some(addr) = addr else { return Ok(None) };
+    let listener = std::net::TcpListener::bind(addr).map_err(|reason| ServeError::Bind {
+        addr: addr.to_string(),
+        reason,
+    })?;
+    log::info!(
+        "metrics on http://{}/metrics",
+        listener.local_addr().map_err(ServeError::from)?
+    );
+    let shutdown = shutdown.clone();
+    let thread = std::thread::Builder::new()
+        .name("metrics".into())
+        .spawn(move || {
+            if let Err(e) = echochat::metrics::serve(listener, &shutdown) {
+                log::warn!("metrics server stopped: {e}");
+            }
+        })
+        .map_err(ServeError::from)?;
+    Ok(Some(thread))
 }
 
 /// Binds, routes SIGINT/SIGTERM to a fresh [`Shutdown`], then prints the one

@@ -13,6 +13,9 @@
 //!   hears that the socket closed before the client can see it (a client that
 //!   reconnects at once is never refused for a slot the core still counts).
 
+// The simulator (the `sim` feature without `net`) plays the readers itself.
+#![cfg_attr(not(feature = "net"), allow(dead_code))]
+
 use std::io::{self, IoSlice};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

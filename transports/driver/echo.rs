@@ -58,6 +58,9 @@ impl<S: Sock> Drop for Admitted<S> {
             state.socks.remove(&self.id);
             state.core.handle_closed(self.id);
         }
+        crate::metrics::global()
+            .open
+            .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
         self.hub.changed.notify(usize::MAX);
     }
 }
@@ -80,13 +83,21 @@ impl<S: Sock> EchoHub<S> {
     /// A socket was accepted at `now`: admitted (keep the guard while serving it),
     /// or `None` (the socket is shut down here).
     pub(crate) fn admit(self: &Arc<Self>, now: Instant, sock: &Arc<S>) -> Option<Admitted<S>> {
+        count!(accepted, 1);
         let mut state = self.lock();
         let Some(id) = state.core.handle_accept(now) else {
             drop(state);
+            count!(refused, 1);
+            log::info!("echo connection from {:?} refused", sock.peer_addr());
             let _ = sock.shutdown(How::Both);
             return None;
         };
         state.socks.insert(id, Arc::clone(sock));
+        drop(state);
+        crate::metrics::global()
+            .open
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        log::info!("echo {id:?} from {:?} open", sock.peer_addr());
         Some(Admitted {
             hub: Arc::clone(self),
             id,
@@ -191,6 +202,7 @@ impl EchoIo {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
         };
+        count!(bytes_in, n);
         if n == 0 {
             self.conn.handle_peer_closed();
         } else if self.conn.buffer_capacity() == 0 {
@@ -205,7 +217,10 @@ impl EchoIo {
     pub(crate) fn on_written(&mut self, result: io::Result<usize>) -> io::Result<()> {
         match result {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
-            Ok(n) => self.conn.handle_written(n).map_err(core_bug),
+            Ok(n) => {
+                count!(bytes_out, n);
+                self.conn.handle_written(n).map_err(core_bug)
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => Ok(()),
             Err(e) => Err(e),
         }

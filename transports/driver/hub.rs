@@ -131,6 +131,8 @@ pub(crate) struct Hub<S> {
     waiting: Vec<ConnId>,
     /// The time of the event or timer being handled.
     now: Instant,
+    /// Open connections last added to the process-wide gauge.
+    counted_open: usize,
     /// The simulator's log (`None`: not recording).
     #[cfg(feature = "sim")]
     log: Option<Vec<Logged>>,
@@ -150,6 +152,7 @@ impl<S: Sock> Hub<S> {
             must_flush: false,
             waiting: Vec::new(),
             now: Instant::ZERO,
+            counted_open: 0,
             #[cfg(feature = "sim")]
             log: None,
         }
@@ -220,6 +223,7 @@ impl<S: Sock> Hub<S> {
             if let Some(log) = &mut self.log {
                 log.push(Logged::Flushed(id, n));
             }
+            count!(bytes_out, n);
             check(self.core.handle_flushed(id, n));
         }
     }
@@ -234,6 +238,7 @@ impl<S: Sock> Hub<S> {
         self.drain_flushed();
         let result = match event {
             Event::Accepted(sock) => {
+                count!(accepted, 1);
                 // Start the reader and writer first: a connection that cannot get
                 // them is refused, and nobody is told it arrived.
                 let id = self.core.next_id();
@@ -268,10 +273,21 @@ impl<S: Sock> Hub<S> {
                     self.core.handle_open_refused(now)
                 };
                 debug_assert_eq!(issued, id);
+                log::info!(
+                    "chat {id:?} from {} {}",
+                    peer(self.open.get(&id).and_then(|c| c.sock.peer_addr())),
+                    if started {
+                        "open"
+                    } else {
+                        "refused: no thread"
+                    }
+                );
                 Ok(())
             }
             Event::Data(id, bytes) => {
                 self.waiting.push(id);
+                count!(bytes_in, bytes.len());
+                count!(lines_in, memchr::memchr_iter(b'\n', &bytes).count());
                 self.core.handle_data(now, id, &bytes)
             }
             Event::Eof(id) => self.core.handle_peer_closed(now, id),
@@ -310,8 +326,20 @@ impl<S: Sock> Hub<S> {
         self.grant_permits();
     }
 
+    /// Brings the process-wide open-connections gauge up to date.
+    fn count_open(&mut self) {
+        let open = self.core.connections();
+        #[cfg(feature = "net")]
+        crate::metrics::global().open.fetch_add(
+            open as i64 - self.counted_open as i64,
+            std::sync::atomic::Ordering::Relaxed,
+        );
+        self.counted_open = open;
+    }
+
     /// Lets every waiting reader whose connection the core wants to read read again.
     fn grant_permits(&mut self) {
+        self.count_open();
         let (open, core) = (&self.open, &self.core);
         self.waiting.retain(|id| {
             let Some(conn) = open.get(id) else {
@@ -342,6 +370,7 @@ impl<S: Sock> Hub<S> {
                     if let Some(log) = &mut self.log {
                         log.push(Logged::Flushed(id, n));
                     }
+                    count!(bytes_out, n);
                     check(self.core.handle_flushed(id, n));
                 }
             }
@@ -359,6 +388,7 @@ impl<S: Sock> Hub<S> {
             }
             match output {
                 Output::Transmit { to, bytes } => {
+                    count!(deliveries, 1);
                     if let Some(conn) = self.open.get_mut(&to) {
                         if conn.pending.is_empty() {
                             self.dirty.push(to);
@@ -368,9 +398,15 @@ impl<S: Sock> Hub<S> {
                     }
                 }
                 Output::Close { id, reason } => {
+                    #[cfg(feature = "net")]
+                    crate::metrics::global().closed(&reason);
                     let Some(mut conn) = self.open.remove(&id) else {
                         continue;
                     };
+                    log::info!(
+                        "chat {id:?} from {} closed: {reason:?}",
+                        peer(conn.sock.peer_addr())
+                    );
                     if conn.writer_done {
                         // No writer (it failed, or never started): what fits in the
                         // socket now is all this connection gets.
@@ -399,6 +435,11 @@ impl<S: Sock> Hub<S> {
             }
         }
     }
+}
+
+/// A peer address for logs.
+fn peer(addr: Option<std::net::SocketAddr>) -> String {
+    addr.map_or_else(|| "?".into(), |a| a.to_string())
 }
 
 /// Writes what `conn` collected straight to its socket, as much as fits without

@@ -18,6 +18,18 @@
 //! The deterministic simulator (`src/sim/`) drives [`hub::Hub`] and the connection
 //! writers over in-memory sockets, so their accounting is covered by seeds.
 
+/// Adds `n` to a process-wide counter of [`crate::metrics`] (nothing without `net`).
+macro_rules! count {
+    ($field:ident, $n:expr) => {
+        #[cfg(feature = "net")]
+        crate::metrics::global()
+            .$field
+            .fetch_add($n as u64, std::sync::atomic::Ordering::Relaxed);
+        #[cfg(not(feature = "net"))]
+        let _ = $n;
+    };
+}
+
 pub(crate) mod conn;
 #[cfg(feature = "net")]
 pub(crate) mod echo;
@@ -46,15 +58,22 @@ pub trait Sock: Send + Sync + 'static {
         let _ = bufs;
         Err(io::ErrorKind::WouldBlock.into())
     }
+
+    /// The peer's address, for logs (default: unknown).
+    fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        None
+    }
 }
 
 /// Converts a transport's clock readings into the core's [`Instant`] (time since
 /// the server started) and the core's deadlines back into clock readings.
 #[derive(Debug, Clone, Copy)]
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 pub struct Clock {
     origin: StdInstant,
 }
 
+#[cfg_attr(not(feature = "net"), allow(dead_code))]
 impl Clock {
     /// A clock whose origin is `origin` (read it once, when the server starts).
     pub fn starting_at(origin: StdInstant) -> Self {
