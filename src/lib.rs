@@ -22,6 +22,9 @@
 //!
 //! [RFC 862]: https://www.rfc-editor.org/rfc/rfc862
 #![cfg_attr(not(feature = "std"), no_std)]
+// docs.rs (`--cfg docsrs`, see `[package.metadata.docs.rs]`): badge each
+// feature-gated item with the feature it needs.
+#![cfg_attr(docsrs, feature(doc_cfg))]
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -36,12 +39,15 @@ pub mod time;
 pub use time::Instant;
 
 #[cfg(feature = "tls")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
 pub mod tls;
 
 #[cfg(any(test, fuzzing, feature = "fuzzing"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "fuzzing")))]
 pub mod fuzzing;
 
 #[cfg(any(test, feature = "sim"))]
+#[cfg_attr(docsrs, doc(cfg(feature = "sim")))]
 pub mod sim;
 
 #[cfg(feature = "driver")]
@@ -50,11 +56,21 @@ mod transports;
 
 #[cfg(feature = "driver")]
 pub(crate) use transports::driver;
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+pub use transports::metrics;
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+pub use transports::net;
+#[cfg(feature = "net")]
+#[cfg_attr(docsrs, doc(cfg(feature = "net")))]
+pub use transports::runtime;
 #[cfg(feature = "smol")]
+#[cfg_attr(docsrs, doc(cfg(feature = "smol")))]
 pub use transports::smol;
 #[cfg(feature = "threads")]
+#[cfg_attr(docsrs, doc(cfg(feature = "threads")))]
 pub use transports::threads;
 #[cfg(feature = "tokio")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tokio")))]
 pub use transports::tokio;
-#[cfg(feature = "net")]
-pub use transports::{metrics, net, runtime};

@@ -374,7 +374,7 @@ mod tests {
     #[test]
     fn subnegotiation_is_bounded() {
         let mut input = alloc::vec![IAC, SB];
-        input.extend(core::iter::repeat(b'q').take(SB_LIMIT - 1));
+        input.extend(core::iter::repeat_n(b'q', SB_LIMIT - 1));
         // Byte number SB_LIMIT (counted after IAC SB) is still swallowed...
         input.push(b'z');
         // ...and what follows is data again, even an SE.
@@ -382,14 +382,14 @@ mod tests {
         assert_eq!(decode(&input), [data(b"abcd")]);
         // Exactly at the limit, IAC SE still ends it normally.
         let mut input = alloc::vec![IAC, SB];
-        input.extend(core::iter::repeat(b'q').take(SB_LIMIT - 2));
+        input.extend(core::iter::repeat_n(b'q', SB_LIMIT - 2));
         input.extend_from_slice(&[IAC, SE]);
         input.extend_from_slice(b"ok");
         assert_eq!(decode(&input), [data(b"ok")]);
         // One byte later it does not: the IAC is the SB's last byte, so the SE
         // after it is data.
         let mut input = alloc::vec![IAC, SB];
-        input.extend(core::iter::repeat(b'q').take(SB_LIMIT - 1));
+        input.extend(core::iter::repeat_n(b'q', SB_LIMIT - 1));
         input.extend_from_slice(&[IAC, SE]);
         input.extend_from_slice(b"ok");
         assert_eq!(decode(&input), [data(b"\xf0ok")]);

@@ -31,7 +31,7 @@ fn stream() -> impl Strategy<Value = Vec<u8>> {
         1 => (0u8..=255).prop_map(|o| vec![0xff, 0xfb, o]),
         1 => (0usize..5000).prop_map(|n| {
             let mut v = vec![0xff, 0xfa];
-            v.extend(std::iter::repeat(b'q').take(n));
+            v.extend(std::iter::repeat_n(b'q', n));
             v.extend_from_slice(b"\xff\xf0");
             v
         }),

@@ -1,7 +1,7 @@
 //! The std-threads transport: blocking sockets, no async runtime.
 //!
 //! * Echo: the calling thread accepts; every client gets its own thread (the
-//!   tutorial's multi-threaded server) running an [`EchoConn`] with blocking
+//!   tutorial's multi-threaded server) running an [`EchoConn`](crate::echo::EchoConn) with blocking
 //!   reads and writes. With `--udp` one more thread echoes datagrams.
 //! * Chat: the calling thread owns the [`ChatServer`](crate::chat::ChatServer)
 //!   (the shared chat hub); an acceptor thread and, per client, a reader
@@ -138,7 +138,7 @@ fn echo_conn(stream: &TcpStream, config: EchoConfig) -> io::Result<()> {
 fn spawn_failed(error: &io::Error) {
     static FAILURES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let n = FAILURES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    if n % 1000 == 0 {
+    if n.is_multiple_of(1000) {
         log::warn!(
             "cannot start a connection thread ({error}): connection refused ({} so far)",
             n + 1

@@ -115,7 +115,7 @@ impl EchoServer {
 
     /// Time passed: at the end of the shutdown grace every live connection is aborted.
     pub fn handle_timeout(&mut self, now: Instant) {
-        if self.aborted || self.grace_ends.map_or(true, |t| t > now) {
+        if self.aborted || self.grace_ends.is_none_or(|t| t > now) {
             return;
         }
         self.aborted = true;

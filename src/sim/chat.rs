@@ -740,7 +740,7 @@ impl Sim {
             let next = self.q.peek_time().filter(|&t| t <= end);
             // The owner takes what waits in its inbox once this millisecond's other
             // events have happened: all of them in one batch.
-            if !self.inbox.is_empty() && next.map_or(true, |t| t > self.now) {
+            if !self.inbox.is_empty() && next.is_none_or(|t| t > self.now) {
                 self.owner();
                 continue;
             }
@@ -1087,7 +1087,7 @@ impl Sim {
         }
         if let Some(t) = self.hub.poll_timeout() {
             let t = Self::ms(t);
-            if self.timeout_at.map_or(true, |s| t < s) {
+            if self.timeout_at.is_none_or(|s| t < s) {
                 self.timeout_at = Some(t);
                 self.q.at(t.max(self.now), Ev::Timeout);
             }

@@ -534,7 +534,7 @@ fn random_operations_keep_invariants() {
             2 => {
                 h.s.handle_timeout(h.now);
                 h.drain();
-                assert!(h.s.poll_timeout().map_or(true, |t| t > h.now));
+                assert!(h.s.poll_timeout().is_none_or(|t| t > h.now));
             }
             3 if !ids.is_empty() => {
                 let id = ids[rnd(ids.len() as u64) as usize];

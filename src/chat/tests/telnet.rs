@@ -145,7 +145,7 @@ fn subnegotiation_is_abandoned_after_4_kib() {
         unreachable!()
     };
     let mut input = b"\xff\xfa".to_vec();
-    input.extend(core::iter::repeat(b'q').take(crate::telnet::SB_LIMIT));
+    input.extend(core::iter::repeat_n(b'q', crate::telnet::SB_LIMIT));
     input.extend_from_slice(b"ok\n");
     for chunk in input.chunks(1000) {
         h.send_bytes(a, chunk);
