@@ -142,7 +142,9 @@ async fn flood(addr: SocketAddr, attack: Attack, index: usize, until: Instant) -
 pub async fn run(args: FloodArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
     if args.flooders == 0 {
-        return Err(BenchError::BadArgument("--flooders must be at least 1".into()));
+        return Err(BenchError::BadArgument(
+            "--flooders must be at least 1".into(),
+        ));
     }
     let mut errors = Errors::default();
     // The canary first, so its welcome is not behind the flood.
