@@ -49,13 +49,35 @@ pub enum ServeError {
     Io(#[from] std::io::Error),
 }
 
+/// A TLS server configuration for a [`Listener`]: with the `tls` feature, rustls's
+/// `Arc<ServerConfig>` (e.g. from [`crate::tls::server_config_from_pem`] or
+/// [`crate::tls::self_signed`]); without it, a type that cannot be made.
+#[cfg(feature = "tls")]
+pub type TlsConfig = Arc<crate::tls::rustls::ServerConfig>;
+
+/// A TLS server configuration for a [`Listener`]: without the `tls` feature, a type
+/// that cannot be made (so no listener serves TLS).
+#[cfg(not(feature = "tls"))]
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    _cannot_be_made: (),
+}
+
 /// Bound TCP listener (and UDP socket with `--udp`), ready for any transport.
+///
+/// A server may listen twice: [`with_second`](Self::with_second) adds another
+/// listener served by the same server (e.g. TLS beside plaintext, each marked with
+/// [`with_tls`](Self::with_tls) or not). Every transport accepts on all of them.
 #[derive(Debug)]
 pub struct Listener {
     /// The TCP listener.
     pub tcp: std::net::TcpListener,
     /// The UDP socket on the same port, if asked for.
     pub udp: Option<std::net::UdpSocket>,
+    /// Serve TLS on `tcp` with this configuration (`None`: plaintext).
+    pub tls: Option<TlsConfig>,
+    /// Another listener served by the same server (its own `udp` is ignored).
+    pub second: Option<Box<Listener>>,
 }
 
 impl Listener {
@@ -89,7 +111,36 @@ impl Listener {
     pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
         self.tcp.local_addr()
     }
+
+    /// This listener, serving TLS with `config`.
+    pub fn with_tls(mut self, config: TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
+    /// This listener and `second` (after any set before), served by the same server.
+    pub fn with_second(mut self, second: Listener) -> Self {
+        self.second = Some(Box::new(match self.second.take() {
+            Some(first) => first.with_second(second),
+            None => second,
+        }));
+        self
+    }
+
+    /// Every TCP listener with its TLS configuration, this one first.
+    pub(crate) fn into_parts(self) -> (Option<std::net::UdpSocket>, Vec<TcpPart>) {
+        let mut parts = vec![(self.tcp, self.tls)];
+        let mut next = self.second;
+        while let Some(l) = next {
+            parts.push((l.tcp, l.tls));
+            next = l.second;
+        }
+        (self.udp, parts)
+    }
 }
+
+/// One TCP listener and its TLS configuration (`None`: plaintext).
+pub(crate) type TcpPart = (std::net::TcpListener, Option<TlsConfig>);
 
 fn bind_one(addr: SocketAddr, udp: bool) -> io::Result<Listener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
@@ -106,7 +157,12 @@ fn bind_one(addr: SocketAddr, udp: bool) -> io::Result<Listener> {
     } else {
         None
     };
-    Ok(Listener { tcp, udp })
+    Ok(Listener {
+        tcp,
+        udp,
+        tls: None,
+        second: None,
+    })
 }
 
 type Hook = Box<dyn FnOnce() + Send>;

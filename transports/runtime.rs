@@ -117,7 +117,7 @@ use crate::driver::conn::{ReadStep, WriteStep, MAX_IOSLICES};
 use crate::driver::echo::{EchoHub, EchoIo, EchoStep};
 use crate::driver::hub::{Event, Hub, NewConn, BATCH, EVENT_QUEUE};
 use crate::echo::{EchoConfig, EchoServerConfig};
-use crate::net::{AcceptBackoff, Listener, ServeError, Shutdown};
+use crate::net::{AcceptBackoff, Listener, ServeError, Shutdown, TlsConfig};
 
 /// An async runtime the echo and chat servers can run on.
 ///
@@ -248,9 +248,11 @@ impl<'a, R: Runtime> Acceptor<'a, R> {
     }
 }
 
-/// Serves the echo service (RFC 862) on `listener` with runtime `rt`, until
-/// `shutdown` is triggered (or, with `config.once`, the first client is served).
-/// Then every client gets what is pending within the shutdown grace, and it returns.
+/// Serves the echo service (RFC 862) on `listener` (and its
+/// [`second`](Listener::second), TLS where [`tls`](Listener::tls) is set) with
+/// runtime `rt`, until `shutdown` is triggered (or, with `config.once`, the first
+/// client is served). Then every client gets what is pending within the shutdown
+/// grace, and it returns.
 pub async fn serve_echo<R: Runtime>(
     rt: R,
     listener: Listener,
@@ -258,11 +260,15 @@ pub async fn serve_echo<R: Runtime>(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(rt.now());
-    let tcp = rt.listener(listener.tcp)?;
+    let (udp, parts) = listener.into_parts();
+    let mut tcps = Vec::with_capacity(parts.len());
+    for (tcp, tls) in parts {
+        tcps.push((rt.listener(tcp)?, tls));
+    }
     // Stops the UDP task when this function returns, whatever the reason.
     let udp_stop = Shutdown::new();
     let (udp_running, udp_done) = flume::bounded::<()>(1);
-    if let Some(udp) = listener.udp {
+    if let Some(udp) = udp {
         let udp = rt.udp(udp)?;
         let (stop, task_rt) = (udp_stop.clone(), rt.clone());
         rt.spawn(async move {
@@ -273,27 +279,30 @@ pub async fn serve_echo<R: Runtime>(
         drop(udp_running);
     }
     let hub = EchoHub::new(config);
+    // Every acceptor stops on `stop`: the shutdown signal, or the end of admission.
+    let stop = Shutdown::new();
     {
-        let mut acceptor = Acceptor::new(&rt, &tcp, &shutdown);
-        while hub.is_accepting() {
-            let Some(stream) = acceptor.next().await else {
-                break;
-            };
-            let stream = Arc::new(stream);
-            if let Some(admitted) = hub.admit(clock.instant(rt.now()), &stream) {
-                let task_rt = rt.clone();
-                rt.spawn(async move {
-                    if let Err(e) = echo_conn(&task_rt, &stream, config.conn).await {
-                        log::debug!("echo connection ended: {e}");
-                    }
-                    // Free the slot before the client can see the close.
-                    drop(admitted);
-                    let _ = stream.shutdown(std::net::Shutdown::Both);
-                });
-            }
-        }
+        let (stop, shutdown) = (stop.clone(), shutdown.clone());
+        rt.spawn(async move {
+            race(shutdown.wait(), stop.wait()).await;
+            stop.trigger();
+        });
     }
-    drop(tcp);
+    let (acceptors_running, acceptors_done) = flume::bounded::<()>(1);
+    let mut tcps = tcps.into_iter();
+    let (first, first_tls) = tcps.next().expect("a listener has a TCP socket");
+    for (tcp, tls) in tcps {
+        let (task_rt, hub, stop) = (rt.clone(), Arc::clone(&hub), stop.clone());
+        let running = acceptors_running.clone();
+        rt.spawn(async move {
+            let _running = running;
+            echo_accept(&task_rt, &tcp, tls, &hub, clock, config.conn, &stop).await;
+        });
+    }
+    drop(acceptors_running);
+    echo_accept(&rt, &first, first_tls, &hub, clock, config.conn, &stop).await;
+    drop(first);
+    let _ = acceptors_done.recv_async().await;
     loop {
         let change = hub.listen();
         let Some(deadline) = hub.step(clock.instant(rt.now()), shutdown.is_triggered()) else {
@@ -310,9 +319,49 @@ pub async fn serve_echo<R: Runtime>(
     Ok(())
 }
 
+/// Accepts echo clients on `tcp` (over TLS with `tls`) while the hub admits them
+/// and `stop` is not triggered; triggers `stop` when it ends (so every other
+/// acceptor ends too).
+async fn echo_accept<R: Runtime>(
+    rt: &R,
+    tcp: &R::Listener,
+    tls: Option<TlsConfig>,
+    hub: &Arc<EchoHub<R::Stream>>,
+    clock: Clock,
+    config: EchoConfig,
+    stop: &Shutdown,
+) {
+    let mut acceptor = Acceptor::new(rt, tcp, stop);
+    while hub.is_accepting() {
+        let Some(stream) = acceptor.next().await else {
+            break;
+        };
+        let stream = Arc::new(stream);
+        let now = clock.instant(rt.now());
+        if let Some(admitted) = hub.admit(now, &stream) {
+            let (task_rt, tls) = (rt.clone(), tls.clone());
+            rt.spawn(async move {
+                let io = EchoIo::accepted(config, tls, now);
+                if let Err(e) = echo_conn(&task_rt, &stream, io, clock).await {
+                    log::debug!("echo connection ended: {e}");
+                }
+                // Free the slot before the client can see the close.
+                drop(admitted);
+                let _ = stream.shutdown(std::net::Shutdown::Both);
+            });
+        }
+    }
+    stop.trigger();
+}
+
 /// One echo client: the [`EchoIo`] steps, awaited.
-async fn echo_conn<R: Runtime>(rt: &R, stream: &R::Stream, config: EchoConfig) -> io::Result<()> {
-    let mut io = EchoIo::new(config);
+async fn echo_conn<R: Runtime>(
+    rt: &R,
+    stream: &R::Stream,
+    io: io::Result<EchoIo>,
+    clock: Clock,
+) -> io::Result<()> {
+    let mut io = io?;
     loop {
         match io.next() {
             EchoStep::Write => {
@@ -322,7 +371,16 @@ async fn echo_conn<R: Runtime>(rt: &R, stream: &R::Stream, config: EchoConfig) -
                 io.on_written(result)?;
             }
             EchoStep::Read => {
-                let result = rt.read(stream, io.read_buf()).await;
+                let result = match io.read_deadline() {
+                    None => rt.read(stream, io.read_buf()).await,
+                    Some(deadline) => {
+                        let timeout = async {
+                            rt.sleep_until(clock.deadline(deadline)).await;
+                            Err(io::ErrorKind::TimedOut.into())
+                        };
+                        race(rt.read(stream, io.read_buf()), timeout).await
+                    }
+                };
                 io.on_read(result)?;
             }
             EchoStep::Close => return Ok(()),
@@ -344,7 +402,8 @@ async fn udp_echo<R: Runtime>(rt: &R, udp: &R::Udp, stop: &Shutdown) {
     }
 }
 
-/// Serves the chat service on `listener` with runtime `rt` until `shutdown` is
+/// Serves the chat service on `listener` (and its [`second`](Listener::second),
+/// TLS where [`tls`](Listener::tls) is set) with runtime `rt` until `shutdown` is
 /// triggered; then everyone gets `* server shutting down`, what is queued is
 /// flushed within the close grace, and it returns. The calling task owns the core.
 pub async fn serve_chat<R: Runtime>(
@@ -354,22 +413,32 @@ pub async fn serve_chat<R: Runtime>(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(rt.now());
-    let tcp = rt.listener(listener.tcp)?;
+    let (_udp, parts) = listener.into_parts();
+    let mut tcps = Vec::with_capacity(parts.len());
+    for (tcp, tls) in parts {
+        tcps.push((rt.listener(tcp)?, tls));
+    }
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
     let (acceptor_running, acceptor_done) = flume::bounded::<()>(1);
-    {
+    for (tcp, tls) in tcps {
         let (events, task_rt, shutdown) = (events.clone(), rt.clone(), shutdown.clone());
+        let running = acceptor_running.clone();
         rt.spawn(async move {
-            let _running = acceptor_running;
+            let _running = running;
             let mut acceptor = Acceptor::new(&task_rt, &tcp, &shutdown);
             while let Some(stream) = acceptor.next().await {
-                if events.send_async(Event::Accepted(stream)).await.is_err() {
+                if events
+                    .send_async(Event::accepted(stream, tls.clone()))
+                    .await
+                    .is_err()
+                {
                     return;
                 }
             }
             let _ = events.send_async(Event::Shutdown).await;
         });
     }
+    drop(acceptor_running);
     let mut hub = Hub::new(config);
     let mut spawn = |conn: NewConn<R::Stream>| {
         let NewConn {

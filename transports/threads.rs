@@ -34,7 +34,7 @@ use crate::driver::echo::{EchoHub, EchoIo, EchoStep};
 use crate::driver::hub::{Event, Hub, NewConn, EVENT_QUEUE};
 use crate::driver::Clock;
 use crate::echo::{EchoConfig, EchoServerConfig};
-use crate::net::{AcceptBackoff, HookGuard, Listener, ServeError, Shutdown};
+use crate::net::{AcceptBackoff, HookGuard, Listener, ServeError, Shutdown, TlsConfig};
 use crate::Instant;
 
 /// The clock edge of this transport: the one place it reads the time.
@@ -47,7 +47,8 @@ fn now(clock: &Clock) -> Instant {
     clock.instant(wall_clock())
 }
 
-/// Serves the echo service on `listener` until `shutdown` is triggered (or, with
+/// Serves the echo service on `listener` (and its [`second`](Listener::second),
+/// TLS where [`tls`](Listener::tls) is set) until `shutdown` is triggered (or, with
 /// `config.once`, until the first client is served). Blocks the calling thread.
 pub fn run_echo(
     listener: Listener,
@@ -55,47 +56,45 @@ pub fn run_echo(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(wall_clock());
-    let Listener { tcp, udp } = listener;
-    let tcp = Arc::new(tcp);
+    let (udp, parts) = listener.into_parts();
     // Stops the UDP thread when this function returns, whatever the reason.
     let udp_stop = Shutdown::new();
     let udp_thread = match udp {
         Some(udp) => Some(spawn_udp_echo(udp, &udp_stop)?),
         None => None,
     };
-    let wake_accept = wake_accept_on(&shutdown, &tcp);
     let hub = EchoHub::new(config);
     let _wake_waiters = {
         let hub = Arc::clone(&hub);
         shutdown.on_trigger(move || hub.wake())
     };
-    let mut acceptor = Acceptor::new(&tcp, &shutdown);
-    while hub.is_accepting() {
-        let Some(stream) = acceptor.next() else {
-            break;
-        };
-        let stream = Arc::new(stream);
-        let Some(admitted) = hub.admit(now(&clock), &stream) else {
-            continue;
-        };
-        let conn_config = config.conn;
+    // Every acceptor stops on `stop`: the shutdown signal, or the end of admission.
+    let stop = Shutdown::new();
+    let _forward = {
+        let stop = stop.clone();
+        shutdown.on_trigger(move || stop.trigger())
+    };
+    let mut parts = parts.into_iter();
+    let (first, first_tls) = parts.next().expect("a listener has a TCP socket");
+    let mut others = Vec::new();
+    for (tcp, tls) in parts {
+        let (hub, task_stop) = (Arc::clone(&hub), stop.clone());
         let spawned = thread::Builder::new()
-            .name("echo-conn".into())
-            .spawn(move || {
-                if let Err(e) = echo_conn(&stream, conn_config) {
-                    log::debug!("echo connection ended: {e}");
-                }
-                // Free the slot before the client can see the close.
-                drop(admitted);
-                let _ = stream.shutdown(How::Both);
-            });
-        if let Err(e) = spawned {
-            // The closure (and with it the socket and its slot) was dropped.
-            spawn_failed(&e);
+            .name("echo-accept".into())
+            .spawn(move || echo_accept(tcp, tls, &hub, clock, config.conn, &task_stop));
+        match spawned {
+            Ok(thread) => others.push(thread),
+            Err(e) => {
+                stop.trigger();
+                others.into_iter().for_each(|t| drop(t.join()));
+                return Err(e.into());
+            }
         }
     }
-    drop(wake_accept);
-    drop(tcp);
+    echo_accept(first, first_tls, &hub, clock, config.conn, &stop);
+    for thread in others {
+        let _ = thread.join();
+    }
     loop {
         let change = hub.listen();
         let Some(deadline) = hub.step(now(&clock), shutdown.is_triggered()) else {
@@ -115,9 +114,55 @@ pub fn run_echo(
     Ok(())
 }
 
-/// One echo client, blocking: the [`EchoIo`] steps.
-fn echo_conn(stream: &TcpStream, config: EchoConfig) -> io::Result<()> {
-    let mut io = EchoIo::new(config);
+/// Accepts echo clients on `tcp` (over TLS with `tls`), one thread each, while the
+/// hub admits them and `stop` is not triggered; triggers `stop` when it ends (so
+/// every other acceptor ends too). The listener is closed when it returns.
+fn echo_accept(
+    tcp: TcpListener,
+    tls: Option<TlsConfig>,
+    hub: &Arc<EchoHub<TcpStream>>,
+    clock: Clock,
+    conn_config: EchoConfig,
+    stop: &Shutdown,
+) {
+    let tcp = Arc::new(tcp);
+    let wake_accept = wake_accept_on(stop, &tcp);
+    let mut acceptor = Acceptor::new(&tcp, stop);
+    while hub.is_accepting() {
+        let Some(stream) = acceptor.next() else {
+            break;
+        };
+        let stream = Arc::new(stream);
+        let accepted = now(&clock);
+        let Some(admitted) = hub.admit(accepted, &stream) else {
+            continue;
+        };
+        let tls = tls.clone();
+        let spawned = thread::Builder::new()
+            .name("echo-conn".into())
+            .spawn(move || {
+                let io = EchoIo::accepted(conn_config, tls, accepted);
+                if let Err(e) = echo_conn(&stream, io, &clock) {
+                    log::debug!("echo connection ended: {e}");
+                }
+                // Free the slot before the client can see the close.
+                drop(admitted);
+                let _ = stream.shutdown(How::Both);
+            });
+        if let Err(e) = spawned {
+            // The closure (and with it the socket and its slot) was dropped.
+            spawn_failed(&e);
+        }
+    }
+    stop.trigger();
+    drop(wake_accept);
+}
+
+/// One echo client, blocking: the [`EchoIo`] steps. A read deadline (a TLS
+/// handshake's) becomes the socket's read timeout while it lasts.
+fn echo_conn(stream: &TcpStream, io: io::Result<EchoIo>, clock: &Clock) -> io::Result<()> {
+    let mut io = io?;
+    let mut timed = false;
     loop {
         match io.next() {
             EchoStep::Write => {
@@ -125,6 +170,15 @@ fn echo_conn(stream: &TcpStream, config: EchoConfig) -> io::Result<()> {
                 io.on_written(result)?;
             }
             EchoStep::Read => {
+                let deadline = io.read_deadline();
+                if deadline.is_some() || timed {
+                    let timeout = deadline.map(|d| {
+                        let left = clock.deadline(d).saturating_duration_since(wall_clock());
+                        left.max(std::time::Duration::from_millis(1))
+                    });
+                    stream.set_read_timeout(timeout)?;
+                    timed = timeout.is_some();
+                }
                 let result = (&*stream).read(io.read_buf());
                 io.on_read(result)?;
             }
@@ -252,24 +306,29 @@ pub fn run_chat(
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(wall_clock());
-    let tcp = Arc::new(listener.tcp);
-    let _wake_accept = wake_accept_on(&shutdown, &tcp);
+    let (_udp, parts) = listener.into_parts();
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
-    let acceptor = {
+    let mut acceptors = Vec::new();
+    let mut wake_accepts = Vec::new();
+    for (tcp, tls) in parts {
+        let tcp = Arc::new(tcp);
+        wake_accepts.push(wake_accept_on(&shutdown, &tcp));
         let events = events.clone();
         let shutdown = shutdown.clone();
-        thread::Builder::new()
-            .name("chat-accept".into())
-            .spawn(move || {
-                let mut acceptor = Acceptor::new(&tcp, &shutdown);
-                while let Some(stream) = acceptor.next() {
-                    if events.send(Event::Accepted(stream)).is_err() {
-                        return;
+        acceptors.push(
+            thread::Builder::new()
+                .name("chat-accept".into())
+                .spawn(move || {
+                    let mut acceptor = Acceptor::new(&tcp, &shutdown);
+                    while let Some(stream) = acceptor.next() {
+                        if events.send(Event::accepted(stream, tls.clone())).is_err() {
+                            return;
+                        }
                     }
-                }
-                let _ = events.send(Event::Shutdown);
-            })?
-    };
+                    let _ = events.send(Event::Shutdown);
+                })?,
+        );
+    }
     let mut hub = Hub::new(config);
     let mut spawn = |conn: NewConn<TcpStream>| {
         let NewConn {
@@ -310,7 +369,10 @@ pub fn run_chat(
             Err(RecvTimeoutError::Disconnected) => break,
         }
     }
-    let _ = acceptor.join();
+    for acceptor in acceptors {
+        let _ = acceptor.join();
+    }
+    drop(wake_accepts);
     Ok(())
 }
 

@@ -47,6 +47,10 @@ pub struct ChatConfig {
     /// socket to be closed anyway ([`Output::Abort`]). This is also the shutdown grace
     /// period. Default 2 s.
     pub close_grace: Duration,
+    /// How long a connection opened with [`ChatServer::handle_open_pending`] (a TLS
+    /// handshake under way) may take to become ready before the core closes it
+    /// (`Close{HandshakeTimeout}`). Default 10 s.
+    pub ready_timeout: Duration,
 }
 
 impl ChatConfig {
@@ -79,6 +83,12 @@ impl ChatConfig {
         self.close_grace = close_grace;
         self
     }
+
+    /// This configuration with another `ready_timeout`.
+    pub fn with_ready_timeout(mut self, ready_timeout: Duration) -> Self {
+        self.ready_timeout = ready_timeout;
+        self
+    }
 }
 
 impl Default for ChatConfig {
@@ -89,6 +99,7 @@ impl Default for ChatConfig {
             idle_timeout: None,
             max_conns: None,
             close_grace: Duration::from_secs(2),
+            ready_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -111,6 +122,9 @@ pub enum CloseReason {
     ServerFull,
     /// The server is shutting down.
     Shutdown,
+    /// A pending connection did not become ready within
+    /// [`ChatConfig::ready_timeout`] (its TLS handshake did not finish).
+    HandshakeTimeout,
 }
 
 impl CloseReason {
@@ -291,6 +305,10 @@ pub struct ChatServer {
     closing: BTreeMap<ConnId, Instant>,
     /// The same deadlines, earliest first.
     close_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Connections not ready yet (`handle_open_pending`) → ready deadline.
+    pending: BTreeMap<ConnId, Instant>,
+    /// The same deadlines, earliest first.
+    pending_deadlines: BTreeSet<(Instant, ConnId)>,
     /// The latest `now` passed in (closes issued without one are timed from it).
     now: Instant,
     shut_down: bool,
@@ -317,6 +335,8 @@ impl ChatServer {
             deadlines: BTreeSet::new(),
             closing: BTreeMap::new(),
             close_deadlines: BTreeSet::new(),
+            pending: BTreeMap::new(),
+            pending_deadlines: BTreeSet::new(),
             now: Instant::ZERO,
             shut_down: false,
         }
@@ -341,7 +361,7 @@ impl ChatServer {
         } else if self
             .config
             .max_conns
-            .is_some_and(|max| self.sink.conns.len() + self.closing.len() >= max)
+            .is_some_and(|max| self.occupied() >= max)
         {
             Some((&b"! server full\n"[..], CloseReason::ServerFull))
         } else {
@@ -411,6 +431,112 @@ impl ChatServer {
         id
     }
 
+    /// A connection was accepted that cannot talk yet (a TLS handshake is under
+    /// way): it is issued an id and counts against `max_conns`, but nobody sees it
+    /// (no welcome, no `joined`, not in `/who` or the user count) until
+    /// [`handle_ready`](Self::handle_ready). A refused one (full, shutting down) is
+    /// closed at once **without text** (`Close{ServerFull}` / `Close{Shutdown}`):
+    /// it could not be read before the handshake anyway. Not ready within
+    /// [`ChatConfig::ready_timeout`]: `Close{HandshakeTimeout}` (through
+    /// [`handle_timeout`](Self::handle_timeout)). Until it is ready, `handle_data`
+    /// is ignored, and EOF, reset or close remove it silently (no `left` notice).
+    pub fn handle_open_pending(&mut self, now: Instant) -> ConnId {
+        self.advance(now);
+        let id = ConnId(self.next_conn);
+        self.next_conn += 1;
+        if self.shut_down {
+            self.close(id, CloseReason::Shutdown);
+        } else if self
+            .config
+            .max_conns
+            .is_some_and(|max| self.occupied() >= max)
+        {
+            self.close(id, CloseReason::ServerFull);
+        } else {
+            let deadline = now + self.config.ready_timeout;
+            self.pending.insert(id, deadline);
+            self.pending_deadlines.insert((deadline, id));
+        }
+        id
+    }
+
+    /// The pending connection `id` is ready (its handshake completed): it is welcomed
+    /// and joins `#lobby` exactly as [`handle_open`](Self::handle_open) does. `Ok`
+    /// and nothing happens for an id no longer pending (closed, or already ready).
+    pub fn handle_ready(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
+        self.advance(now);
+        if id.0 >= self.next_conn {
+            return Err(ChatError::UnknownConn(id));
+        }
+        let Some(deadline) = self.pending.remove(&id) else {
+            return Ok(());
+        };
+        self.pending_deadlines.remove(&(deadline, id));
+        self.admit(now, id);
+        Ok(())
+    }
+
+    /// Whether `id` was opened pending and is not ready (nor closed) yet.
+    pub fn is_pending(&self, id: ConnId) -> bool {
+        self.pending.contains_key(&id)
+    }
+
+    /// Connections opened pending and not ready yet.
+    pub fn pending(&self) -> usize {
+        self.pending.len()
+    }
+
+    /// What counts against `max_conns`: open, pending, and closed but not yet
+    /// reported closed.
+    fn occupied(&self) -> usize {
+        self.sink.conns.len() + self.closing.len() + self.pending.len()
+    }
+
+    /// Closes `id` silently if it is pending (`true`), with `reason`.
+    fn close_pending(&mut self, id: ConnId, reason: CloseReason) -> bool {
+        let Some(deadline) = self.pending.remove(&id) else {
+            return false;
+        };
+        self.pending_deadlines.remove(&(deadline, id));
+        self.close(id, reason);
+        true
+    }
+
+    /// Admits `id` (issued, not open): `guestN` in `#lobby`, welcomed, announced.
+    fn admit(&mut self, now: Instant, id: ConnId) {
+        let nick = loop {
+            self.guests += 1;
+            let nick = alloc::format!("guest{}", self.guests);
+            if !self.nicks.contains_key(&nick) {
+                break nick;
+            }
+        };
+        self.nicks.insert(nick.clone(), id);
+        let room = self.room_for("lobby");
+        let deadline = self.idle_timeout.map(|t| now + t);
+        if let Some(d) = deadline {
+            self.deadlines.insert((d, id));
+        }
+        let conn = Conn {
+            nick,
+            room,
+            framer: LineFramer::new(self.config.max_line),
+            telnet: TelnetDecoder::new(),
+            queued: 0,
+            deadline,
+            doomed: false,
+        };
+        let welcome = line(format_args!(
+            "* welcome {}, {} users online",
+            conn.nick,
+            self.sink.conns.len() + 1
+        ));
+        self.sink.conns.insert(id, conn);
+        self.sink.transmit(id, welcome);
+        self.enter_room(id, room, false);
+        self.process_drops();
+    }
+
     /// Bytes received from `id`: telnet commands are removed first (see
     /// [`telnet`](crate::telnet)), then the data is processed line by line, in
     /// stream order: `IAC IP` discards the partial line, and a reply to a telnet
@@ -466,6 +592,9 @@ impl ChatServer {
     /// leaves (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
+        if self.close_pending(id, CloseReason::PeerClosed) {
+            return Ok(());
+        }
         let Some(conn) = self.open_conn(id)? else {
             return Ok(());
         };
@@ -482,6 +611,9 @@ impl ChatServer {
     /// (`* nick left (connection reset)`, `Close{Reset}`).
     pub fn handle_reset(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
+        if self.close_pending(id, CloseReason::Reset) {
+            return Ok(());
+        }
         if self.open_conn(id)?.is_none() {
             return Ok(());
         }
@@ -526,6 +658,12 @@ impl ChatServer {
             self.closing.remove(&id);
             self.sink.out.push_back(Output::Abort { id });
         }
+        while let Some(&(deadline, id)) = self.pending_deadlines.first() {
+            if deadline > now {
+                break;
+            }
+            self.close_pending(id, CloseReason::HandshakeTimeout);
+        }
     }
 
     /// The server stops at `now`: everyone gets `* server shutting down`, then a
@@ -537,6 +675,10 @@ impl ChatServer {
             return;
         }
         self.shut_down = true;
+        for id in core::mem::take(&mut self.pending).into_keys() {
+            self.close(id, CloseReason::Shutdown);
+        }
+        self.pending_deadlines.clear();
         let notice = Bytes::from_static(b"* server shutting down\n");
         let ids: Vec<ConnId> = self.sink.conns.keys().copied().collect();
         for id in ids {
@@ -566,10 +708,11 @@ impl ChatServer {
     pub fn poll_timeout(&self) -> Option<Instant> {
         let idle = self.deadlines.first().map(|&(deadline, _)| deadline);
         let close = self.close_deadlines.first().map(|&(deadline, _)| deadline);
-        match (idle, close) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let ready = self
+            .pending_deadlines
+            .first()
+            .map(|&(deadline, _)| deadline);
+        [idle, close, ready].into_iter().flatten().min()
     }
 
     /// Closed connections whose socket is not reported closed yet.

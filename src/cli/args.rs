@@ -65,6 +65,9 @@ pub struct EchoServerArgs {
     /// Most bytes received but not yet echoed, per connection.
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = positive)]
     pub max_pending: usize,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
 }
 
 /// `echochat chat-server`.
@@ -93,6 +96,29 @@ pub struct ChatServerArgs {
     /// Drop clients silent for this many seconds (0 = never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub idle_timeout: u64,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: ServerTlsArgs,
+}
+
+/// The servers' TLS flags (docs/TLS.md): a certificate (`--tls-cert` and
+/// `--tls-key`, or `--tls-self-signed`) serves TLS on `--addr`, or on `--tls-addr`
+/// beside plaintext on `--addr`.
+#[derive(Debug, Clone, Default, Args)]
+pub struct ServerTlsArgs {
+    /// Serve TLS with this PEM certificate chain (with --tls-key).
+    #[arg(long, value_name = "PEM", requires = "tls_key", group = "tls_source")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert (PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Serve TLS with a certificate made at start for localhost and 127.0.0.1 (its
+    /// SHA-256 fingerprint is printed on stderr).
+    #[arg(long, conflicts_with_all = ["tls_cert", "tls_key"], group = "tls_source")]
+    pub tls_self_signed: bool,
+    /// Serve TLS here and keep plaintext on --addr (needs a certificate).
+    #[arg(long, value_name = "HOST:PORT", requires = "tls_source")]
+    pub tls_addr: Option<String>,
 }
 
 /// `echochat echo-client`.
@@ -183,6 +209,25 @@ mod tests {
             (a.addr.as_str(), a.max_line, a.send_queue, a.idle_timeout),
             ("127.0.0.1:12346", 1024, 262144, 0)
         );
+    }
+
+    #[test]
+    fn server_tls_flags_go_together() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["echochat", "echo-server"];
+            all.extend_from_slice(args);
+            Cli::try_parse_from(all)
+        };
+        assert!(parse(&["--tls-cert", "c.pem"]).is_err(), "cert needs a key");
+        assert!(parse(&["--tls-key", "k.pem"]).is_err(), "key needs a cert");
+        assert!(parse(&["--tls-cert", "c", "--tls-key", "k"]).is_ok());
+        assert!(parse(&["--tls-self-signed", "--tls-cert", "c", "--tls-key", "k"]).is_err());
+        assert!(parse(&["--tls-self-signed", "--tls-addr", "127.0.0.1:0"]).is_ok());
+        assert!(
+            parse(&["--tls-addr", "127.0.0.1:0"]).is_err(),
+            "needs a certificate"
+        );
+        assert!(parse(&["--tls-addr", "x:1", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
     }
 
     #[test]

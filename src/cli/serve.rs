@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use echochat::chat::ChatConfig;
 use echochat::echo::{EchoConfig, EchoServerConfig};
-use echochat::net::{Listener, ServeError, Shutdown};
+use echochat::net::{Listener, ServeError, Shutdown, TlsConfig};
 use echochat::runtime::RuntimeKind;
 
-use super::args::{ChatServerArgs, EchoServerArgs};
+use super::args::{ChatServerArgs, EchoServerArgs, ServerTlsArgs};
 use super::limits::{default_max_conns, Service};
 use super::CliError;
 
@@ -24,7 +24,7 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Echo)),
     );
     config.once = args.once;
-    let (listener, shutdown) = start(&args.addr, args.udp)?;
+    let (listener, shutdown) = start(&args.addr, args.udp, &args.tls)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_echo(listener, config, shutdown)?;
@@ -43,7 +43,7 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
         args.max_conns
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Chat)),
     );
-    let (listener, shutdown) = start(&args.addr, false)?;
+    let (listener, shutdown) = start(&args.addr, false, &args.tls)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_chat(listener, config, shutdown)?;
@@ -90,12 +90,49 @@ fn serve_metrics(
     Ok(Some(thread))
 }
 
-/// Binds, routes SIGINT/SIGTERM to a fresh [`Shutdown`], then prints the one
-/// `listening on` line (after the handler is in place, so a signal sent by someone
-/// who saw the line always means a clean shutdown).
-fn start(addr: &str, udp: bool) -> Result<(Listener, Shutdown), CliError> {
-    let listener = Listener::bind(addr, udp)?;
-    let local = listener.local_addr().map_err(ServeError::from)?;
+/// The TLS configuration the flags ask for (`None`: plaintext only; clap already
+/// checked that `--tls-addr` comes with a certificate). With
+/// `--tls-self-signed`, prints the certificate's fingerprint on stderr.
+fn tls_config(tls: &ServerTlsArgs) -> Result<Option<TlsConfig>, CliError> {
+    if let (Some(cert), Some(key)) = (&tls.tls_cert, &tls.tls_key) {
+        return Ok(Some(echochat::tls::server_config_from_pem(cert, key)?));
+    }
+    if tls.tls_self_signed {
+        let made = echochat::tls::self_signed()?;
+        eprintln!(
+            "echochat: tls: self-signed certificate for localhost, 127.0.0.1, SHA-256 fingerprint {}",
+            made.fingerprint
+        );
+        return Ok(Some(made.config));
+    }
+    Ok(None)
+}
+
+/// Binds (plaintext on `addr`, TLS there or on `--tls-addr`), routes SIGINT/SIGTERM
+/// to a fresh [`Shutdown`], then prints one `listening on IP:PORT` line per
+/// listener, plaintext first, a TLS one ending in ` (tls)` (after the handler is
+/// in place, so a signal sent by someone who saw the lines always means a clean
+/// shutdown).
+fn start(addr: &str, udp: bool, tls: &ServerTlsArgs) -> Result<(Listener, Shutdown), CliError> {
+    let config = tls_config(tls)?;
+    let mut listener = Listener::bind(addr, udp)?;
+    let mut lines = vec![format!(
+        "listening on {}",
+        listener.local_addr().map_err(ServeError::from)?
+    )];
+    match (config, &tls.tls_addr) {
+        (Some(config), Some(tls_addr)) => {
+            let second = Listener::bind(tls_addr, false)?.with_tls(config);
+            let local = second.local_addr().map_err(ServeError::from)?;
+            lines.push(format!("listening on {local} (tls)"));
+            listener = listener.with_second(second);
+        }
+        (Some(config), None) => {
+            listener = listener.with_tls(config);
+            lines[0].push_str(" (tls)");
+        }
+        (None, _) => {}
+    }
     let shutdown = Shutdown::new();
     let signal = shutdown.clone();
     ctrlc::set_handler(move || {
@@ -107,7 +144,9 @@ fn start(addr: &str, udp: bool) -> Result<(Listener, Shutdown), CliError> {
         signal.trigger();
     })?;
     let mut stdout = std::io::stdout().lock();
-    writeln!(stdout, "listening on {local}")
+    lines
+        .iter()
+        .try_for_each(|line| writeln!(stdout, "{line}"))
         .and_then(|()| stdout.flush())
         .map_err(CliError::stdout)?;
     Ok((listener, shutdown))

@@ -637,6 +637,7 @@ fn reason_name(r: &CloseReason) -> &'static str {
         CloseReason::IdleTimeout => "idle_timeout",
         CloseReason::ServerFull => "server_full",
         CloseReason::Shutdown => "shutdown",
+        CloseReason::HandshakeTimeout => "handshake_timeout",
     }
 }
 

@@ -23,6 +23,10 @@ use echochat::echo::EchoServerConfig;
 use echochat::net::{Listener, ServeError, Shutdown};
 use echochat::runtime::{serve_chat, serve_echo, RuntimeKind};
 
+/// TLS servers and clients for the harness (`Target::tls`, `TlsClient`).
+#[cfg(feature = "tls")]
+pub mod tls;
+
 /// The out-of-tree runtime (see `examples/custom_runtime/`).
 #[path = "../../examples/custom_runtime/pool.rs"]
 mod pool;
@@ -70,6 +74,17 @@ pub struct Target {
     pub via: Via,
     /// Run the binary under `prlimit --nofile=N` (binary only).
     pub fd_limit: Option<u32>,
+    /// Serve TLS (a self-signed certificate), alone or beside plaintext.
+    pub tls: Option<TlsMode>,
+}
+
+/// Where a [`Target`] serves TLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// On the one listener (`Server::addr`).
+    Only,
+    /// On a second listener (`--tls-addr`), plaintext on `Server::addr`.
+    Beside,
 }
 
 enum Service {
@@ -84,6 +99,7 @@ impl Target {
             transport,
             via: Via::Lib,
             fd_limit: None,
+            tls: None,
         }
     }
 
@@ -93,6 +109,7 @@ impl Target {
             transport,
             via: Via::Bin,
             fd_limit: None,
+            tls: None,
         }
     }
 
@@ -120,10 +137,26 @@ impl Target {
         self.start(Service::Chat(config))
     }
 
+    /// The same target serving TLS only (a self-signed certificate).
+    pub fn tls(self) -> Self {
+        Target {
+            tls: Some(TlsMode::Only),
+            ..self
+        }
+    }
+
+    /// The same target serving plaintext on `addr` and TLS on a second listener.
+    pub fn tls_beside(self) -> Self {
+        Target {
+            tls: Some(TlsMode::Beside),
+            ..self
+        }
+    }
+
     fn start(self, service: Service) -> Server {
         match self.via {
-            Via::Lib => start_lib(self.transport, service),
-            Via::Bin => start_bin(self.transport, service, self.fd_limit),
+            Via::Lib => start_lib(self.transport, service, self.tls),
+            Via::Bin => start_bin(self.transport, service, self.fd_limit, self.tls),
         }
     }
 }
@@ -132,6 +165,9 @@ impl Target {
 pub struct Server {
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Its TLS listener and certificate, when it serves TLS.
+    #[cfg(feature = "tls")]
+    pub tls: Option<tls::ServerTls>,
     backend: Backend,
     stopped: bool,
 }
@@ -246,10 +282,14 @@ impl Drop for Server {
     }
 }
 
-fn start_lib(transport: Transport, service: Service) -> Server {
+fn start_lib(transport: Transport, service: Service, tls_mode: Option<TlsMode>) -> Server {
     let udp = matches!(service, Service::Echo { udp: true, .. });
     let listener = Listener::bind("127.0.0.1:0", udp).expect("bind 127.0.0.1:0");
     let addr = listener.local_addr().unwrap();
+    #[cfg(feature = "tls")]
+    let (listener, tls) = tls::listen(listener, tls_mode);
+    #[cfg(not(feature = "tls"))]
+    assert!(tls_mode.is_none(), "TLS needs the `tls` feature");
     let shutdown = Shutdown::new();
     let (tx, done) = mpsc::channel();
     let signal = shutdown.clone();
@@ -262,6 +302,8 @@ fn start_lib(transport: Transport, service: Service) -> Server {
         .unwrap();
     Server {
         addr,
+        #[cfg(feature = "tls")]
+        tls,
         backend: Backend::Lib {
             shutdown,
             done,
@@ -299,7 +341,12 @@ fn run_lib(
 }
 
 #[cfg(feature = "cli")]
-fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> Server {
+fn start_bin(
+    transport: Transport,
+    service: Service,
+    fd_limit: Option<u32>,
+    tls_mode: Option<TlsMode>,
+) -> Server {
     use std::process::{Command, Stdio};
     let binary = env!("CARGO_BIN_EXE_echochat");
     let mut command = match fd_limit {
@@ -341,6 +388,16 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
         }
     }
     command.args(["--addr", "127.0.0.1:0", "--runtime", &transport.name()]);
+    match tls_mode {
+        Some(TlsMode::Only) => {
+            command.arg("--tls-self-signed");
+        }
+        Some(TlsMode::Beside) => {
+            command.args(["--tls-self-signed", "--tls-addr", "127.0.0.1:0"]);
+        }
+        None => {}
+    }
+    let (fingerprint_tx, fingerprint_rx) = mpsc::channel::<String>();
     command
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -352,16 +409,27 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
         for line in BufReader::new(server_stderr).lines() {
             let Ok(line) = line else { break };
             panicked |= line.contains("panicked");
+            if let Some((_, fp)) = line.split_once("SHA-256 fingerprint ") {
+                let _ = fingerprint_tx.send(fp.trim().to_string());
+            }
             eprintln!("{line}");
         }
         panicked
     });
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = mpsc::channel();
+    let lines = if tls_mode == Some(TlsMode::Beside) {
+        2
+    } else {
+        1
+    };
     thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
+        let mut stdout = BufReader::new(stdout);
+        for _ in 0..lines {
+            let mut line = String::new();
+            let _ = stdout.read_line(&mut line);
+            let _ = tx.send(line);
+        }
     });
     let line = match rx.recv_timeout(TIMEOUT) {
         Ok(line) => line,
@@ -370,17 +438,44 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
             panic!("the binary printed no `listening on` line within {TIMEOUT:?}");
         }
     };
+    let tls_only = tls_mode == Some(TlsMode::Only);
+    let expected = if tls_only { " (tls)" } else { "" };
     let Some(addr) = line
         .trim_end()
-        .strip_prefix("listening on ")
+        .strip_suffix(expected)
+        .and_then(|l| l.strip_prefix("listening on "))
         .and_then(|a| a.parse().ok())
     else {
         let _ = child.kill();
         let status = child.wait();
         panic!("unexpected first stdout line {line:?} (exit: {status:?})");
     };
+    #[cfg(feature = "tls")]
+    let tls = tls_mode.map(|mode| {
+        let addr = match mode {
+            TlsMode::Only => addr,
+            TlsMode::Beside => {
+                let line = rx
+                    .recv_timeout(TIMEOUT)
+                    .expect("a second `listening on` line");
+                line.trim_end()
+                    .strip_prefix("listening on ")
+                    .and_then(|l| l.strip_suffix(" (tls)"))
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or_else(|| panic!("unexpected second stdout line {line:?}"))
+            }
+        };
+        let fingerprint = fingerprint_rx
+            .recv_timeout(TIMEOUT)
+            .expect("the fingerprint line on stderr");
+        tls::ServerTls::pinned(addr, fingerprint)
+    });
+    #[cfg(not(feature = "tls"))]
+    let _ = fingerprint_rx;
     Server {
         addr,
+        #[cfg(feature = "tls")]
+        tls,
         backend: Backend::Bin {
             child,
             stderr: Some(stderr),
@@ -390,7 +485,7 @@ fn start_bin(transport: Transport, service: Service, fd_limit: Option<u32>) -> S
 }
 
 #[cfg(not(feature = "cli"))]
-fn start_bin(_: Transport, _: Service, _: Option<u32>) -> Server {
+fn start_bin(_: Transport, _: Service, _: Option<u32>, _: Option<TlsMode>) -> Server {
     panic!("the binary needs the `cli` feature")
 }
 

@@ -6,7 +6,8 @@
 //!   accept, on a connection's end and on shutdown steps: never per read or write.
 //! * [`EchoIo`]: one echo connection: `next()` says read, write or close;
 //!   `on_read`/`on_written` take the I/O result (`EINTR` is retried here, once for
-//!   every transport).
+//!   every transport). Over TLS ([`EchoIo::accepted`] with a configuration) the
+//!   same steps carry ciphertext; see `echo/tls.rs`.
 
 use std::collections::HashMap;
 use std::io;
@@ -18,7 +19,11 @@ use event_listener::{Event, EventListener};
 use super::Sock;
 use crate::chat::ConnId;
 use crate::echo::{EchoAction, EchoConfig, EchoConn, EchoServer, EchoServerConfig};
+use crate::net::TlsConfig;
 use crate::Instant;
+
+#[cfg(feature = "tls")]
+mod tls;
 
 /// The echo lifecycle over live sockets.
 pub(crate) struct EchoHub<S> {
@@ -159,6 +164,9 @@ pub(crate) struct EchoIo {
     /// Until a client sends, reads go into this small buffer: the core allocates its
     /// buffer only for bytes that arrived, so idle connections stay cheap.
     first: [u8; FIRST_READ],
+    /// Over TLS: the layer between the socket and `conn`.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<tls::EchoTls>>,
 }
 
 impl EchoIo {
@@ -166,11 +174,45 @@ impl EchoIo {
         EchoIo {
             conn: EchoConn::new(config),
             first: [0; FIRST_READ],
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
+    /// A connection accepted at `now`, over TLS with `tls` (else plaintext).
+    pub(crate) fn accepted(
+        config: EchoConfig,
+        tls: Option<TlsConfig>,
+        now: Instant,
+    ) -> io::Result<Self> {
+        #[allow(unused_mut)]
+        let mut io = EchoIo::new(config);
+        #[cfg(feature = "tls")]
+        if let Some(tls) = tls {
+            io.tls = Some(Box::new(tls::EchoTls::new(tls, now)?));
+        }
+        #[cfg(not(feature = "tls"))]
+        let _ = (tls, now);
+        Ok(io)
+    }
+
+    /// When the next read must give up (a TLS handshake deadline), if ever: race the
+    /// read against it and report a timeout to [`on_read`](Self::on_read) as
+    /// `TimedOut` (or `WouldBlock`, from a socket read timeout).
+    pub(crate) fn read_deadline(&self) -> Option<Instant> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.read_deadline();
+        }
+        None
+    }
+
     /// The next step.
-    pub(crate) fn next(&self) -> EchoStep {
+    pub(crate) fn next(&mut self) -> EchoStep {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.next(&mut self.conn);
+        }
         if self.conn.poll_transmit().is_some() {
             EchoStep::Write
         } else if self.conn.poll_close() {
@@ -182,11 +224,19 @@ impl EchoIo {
 
     /// What to write.
     pub(crate) fn pending(&self) -> &[u8] {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &self.tls {
+            return tls.pending();
+        }
         self.conn.poll_transmit().unwrap_or_default()
     }
 
     /// Where to read.
     pub(crate) fn read_buf(&mut self) -> &mut [u8] {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.read_buf();
+        }
         if self.conn.buffer_capacity() == 0 {
             // An empty connection takes up to `max_pending` bytes: all of these.
             let n = FIRST_READ.min(self.conn.max_pending());
@@ -198,6 +248,10 @@ impl EchoIo {
 
     /// The read into [`read_buf`](Self::read_buf) returned `result`.
     pub(crate) fn on_read(&mut self, result: io::Result<usize>) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.on_read(result);
+        }
         let n = match result {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(()),
             other => other?,
@@ -215,6 +269,10 @@ impl EchoIo {
 
     /// The write of [`pending`](Self::pending) returned `result`.
     pub(crate) fn on_written(&mut self, result: io::Result<usize>) -> io::Result<()> {
+        #[cfg(feature = "tls")]
+        if let Some(tls) = &mut self.tls {
+            return tls.on_written(result);
+        }
         match result {
             Ok(0) => Err(io::ErrorKind::WriteZero.into()),
             Ok(n) => {

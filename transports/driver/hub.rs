@@ -47,6 +47,9 @@ use super::Sock;
 use crate::chat::{ChatConfig, ChatError, ChatServer, ConnId, Output};
 use crate::Instant;
 
+#[cfg(feature = "tls")]
+mod tls;
+
 /// Capacity of the owner's event channel (readers wait when it is full).
 pub(crate) const EVENT_QUEUE: usize = 256;
 /// Most events handled before a flush.
@@ -59,6 +62,9 @@ const MAX_COLLECT: usize = 32 * 1024;
 pub(crate) enum Event<S> {
     /// The acceptor accepted a socket (already `TCP_NODELAY`).
     Accepted(S),
+    /// The acceptor of a TLS listener accepted a socket (see [`Event::accepted`]).
+    #[cfg(feature = "tls")]
+    AcceptedTls(S, crate::net::TlsConfig),
     /// A reader read bytes.
     Data(ConnId, Bytes),
     /// A reader saw end of stream.
@@ -69,6 +75,21 @@ pub(crate) enum Event<S> {
     WriterDone(ConnId, bool),
     /// The server must stop (sent by the acceptor once it stopped accepting).
     Shutdown,
+}
+
+impl<S> Event<S> {
+    /// The event for a socket accepted on a listener with this TLS configuration
+    /// (`None`: plaintext).
+    #[cfg(feature = "net")]
+    pub(crate) fn accepted(sock: S, tls: Option<crate::net::TlsConfig>) -> Self {
+        match tls {
+            #[cfg(feature = "tls")]
+            Some(config) => Event::AcceptedTls(sock, config),
+            #[cfg(not(feature = "tls"))]
+            Some(_) => Event::Accepted(sock),
+            None => Event::Accepted(sock),
+        }
+    }
 }
 
 /// What a transport needs to start a new connection's reader and writer.
@@ -90,6 +111,9 @@ struct Conn<S> {
     /// Transmits collected since the last flush.
     pending: WriteBatch,
     outstanding: Outstanding,
+    /// Over TLS: `pending` holds ciphertext, this the layer and the plaintext.
+    #[cfg(feature = "tls")]
+    tls: Option<Box<tls::ConnTls>>,
 }
 
 impl<S: Sock> Conn<S> {
@@ -219,6 +243,10 @@ impl<S: Sock> Hub<S> {
     /// Applies the writers' flush reports.
     fn drain_flushed(&mut self) {
         while let Ok((id, n)) = self.flushed_rx.try_recv() {
+            #[cfg(feature = "tls")]
+            let Some(n) = self.tls_flushed(id, n) else {
+                continue;
+            };
             #[cfg(feature = "sim")]
             if let Some(log) = &mut self.log {
                 log.push(Logged::Flushed(id, n));
@@ -239,34 +267,7 @@ impl<S: Sock> Hub<S> {
         let result = match event {
             Event::Accepted(sock) => {
                 count!(accepted, 1);
-                // Start the reader and writer first: a connection that cannot get
-                // them is refused, and nobody is told it arrived.
-                let id = self.core.next_id();
-                let sock = Arc::new(sock);
-                let (writes, queue) = flume::unbounded();
-                let (permit, permits) = flume::bounded(1);
-                let outstanding = Outstanding::default();
-                let started = spawn(NewConn {
-                    sock: Arc::clone(&sock),
-                    reader: ConnReader::new(id, permits),
-                    writer: ConnWriter::new(
-                        id,
-                        queue,
-                        self.flushed_tx.clone(),
-                        outstanding.clone(),
-                    ),
-                });
-                self.open.insert(
-                    id,
-                    Conn {
-                        writes,
-                        permit,
-                        sock,
-                        writer_done: !started,
-                        pending: WriteBatch::default(),
-                        outstanding,
-                    },
-                );
+                let (id, started) = self.start_conn(sock, spawn);
                 let issued = if started {
                     self.core.handle_open(now)
                 } else {
@@ -284,6 +285,15 @@ impl<S: Sock> Hub<S> {
                 );
                 Ok(())
             }
+            #[cfg(feature = "tls")]
+            Event::AcceptedTls(sock, config) => {
+                count!(accepted, 1);
+                self.accept_tls(now, sock, config, spawn)
+            }
+            #[cfg(feature = "tls")]
+            Event::Data(id, bytes) if self.is_tls(id) => self.tls_data(now, id, &bytes),
+            #[cfg(feature = "tls")]
+            Event::Eof(id) if self.is_tls(id) => self.tls_eof(now, id),
             Event::Data(id, bytes) => {
                 self.waiting.push(id);
                 count!(bytes_in, bytes.len());
@@ -311,6 +321,40 @@ impl<S: Sock> Hub<S> {
             // Collecting more would make a fast reader look slow to the core.
             self.flush();
         }
+    }
+
+    /// Starts a new connection's reader and writer (a connection that cannot get
+    /// them is refused by the caller, and nobody is told it arrived); returns the
+    /// id the core will issue next and whether they started.
+    fn start_conn(
+        &mut self,
+        sock: S,
+        spawn: &mut impl FnMut(NewConn<S>) -> bool,
+    ) -> (ConnId, bool) {
+        let id = self.core.next_id();
+        let sock = Arc::new(sock);
+        let (writes, queue) = flume::unbounded();
+        let (permit, permits) = flume::bounded(1);
+        let outstanding = Outstanding::default();
+        let started = spawn(NewConn {
+            sock: Arc::clone(&sock),
+            reader: ConnReader::new(id, permits),
+            writer: ConnWriter::new(id, queue, self.flushed_tx.clone(), outstanding.clone()),
+        });
+        self.open.insert(
+            id,
+            Conn {
+                writes,
+                permit,
+                sock,
+                writer_done: !started,
+                pending: WriteBatch::default(),
+                outstanding,
+                #[cfg(feature = "tls")]
+                tls: None,
+            },
+        );
+        (id, started)
     }
 
     /// Runs the core's timers (idle timeouts, close and shutdown graces) at `now`,
@@ -345,7 +389,7 @@ impl<S: Sock> Hub<S> {
             let Some(conn) = open.get(id) else {
                 return false; // closed: its permit sender is gone, the reader stops
             };
-            if !core.is_open(*id) {
+            if !core.is_open(*id) && !core.is_pending(*id) {
                 return true; // not yet: asked again after the next event or timer
             }
             // Full only if a permit is already waiting (the id was listed twice).
@@ -362,9 +406,13 @@ impl<S: Sock> Hub<S> {
             let Some(conn) = self.open.get_mut(&id) else {
                 continue;
             };
+            #[cfg(feature = "tls")]
+            tls::encrypt(conn);
             if conn.outstanding.is_zero() && !conn.writer_done {
                 // The writer has nothing in flight: write from here, without waiting.
                 let n = write_now(conn);
+                #[cfg(feature = "tls")]
+                let n = tls::plaintext_flushed(conn, n);
                 if n > 0 {
                     #[cfg(feature = "sim")]
                     if let Some(log) = &mut self.log {
@@ -390,6 +438,14 @@ impl<S: Sock> Hub<S> {
                 Output::Transmit { to, bytes } => {
                     count!(deliveries, 1);
                     if let Some(conn) = self.open.get_mut(&to) {
+                        #[cfg(feature = "tls")]
+                        if let Some(tls) = &mut conn.tls {
+                            if tls.queue(bytes) && conn.pending.is_empty() {
+                                self.dirty.push(to);
+                            }
+                            self.must_flush |= tls.queued() >= self.flush_at;
+                            continue;
+                        }
                         if conn.pending.is_empty() {
                             self.dirty.push(to);
                         }
@@ -407,6 +463,8 @@ impl<S: Sock> Hub<S> {
                         "chat {id:?} from {} closed: {reason:?}",
                         peer(conn.sock.peer_addr())
                     );
+                    #[cfg(feature = "tls")]
+                    tls::closing(&mut conn, &reason);
                     if conn.writer_done {
                         // No writer (it failed, or never started): what fits in the
                         // socket now is all this connection gets.

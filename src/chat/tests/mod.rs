@@ -19,6 +19,7 @@ use crate::Instant;
 
 mod commands;
 mod limits;
+mod pending;
 mod telnet;
 
 /// Drives a [`ChatServer`] and records what each connection was sent.
