@@ -97,7 +97,7 @@ impl EchoTls {
                         progress |= n > 0;
                     }
                     Err(e) => {
-                        log::debug!("tls echo connection failed: {e}");
+                        log::info!("tls echo connection failed, closed: {e}");
                         continue;
                     }
                 }
@@ -166,7 +166,7 @@ impl EchoTls {
                 match self.layer.poll_timeout() {
                     Some(deadline) => {
                         if let Err(e) = self.layer.handle_timeout(deadline) {
-                            log::debug!("tls echo connection: {e}");
+                            log::info!("tls echo connection failed, closed: {e}");
                         }
                         return Ok(());
                     }

@@ -218,7 +218,10 @@ impl<S: Sock> Hub<S> {
             let taken = match tls.layer.handle_ciphertext(data) {
                 Ok(n) => n,
                 Err(e) => {
-                    log::debug!("tls: {id:?}: {e}");
+                    log::info!(
+                        "chat {id:?} from {}: tls failed, closed: {e}",
+                        super::peer(conn.sock.peer_addr())
+                    );
                     failed = true;
                     break;
                 }
