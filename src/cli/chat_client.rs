@@ -7,8 +7,12 @@
 //! about a second to send its last lines and close.
 //!
 //! With `--tls` (or `--ca`, `--insecure`) the same runs over TLS.
+//!
+//! When stdin and stdout are both terminals, a line editor takes over instead
+//! ([`super::chat_tty`]): a prompt, history, colours, and server lines printed
+//! above the line being typed.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::thread;
 use std::time::Duration;
 
@@ -28,6 +32,9 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
         source,
     };
     let (reader, mut writer) = open(&addr, &args.tls)?;
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        return super::chat_tty::run(&addr, args.nick.as_deref(), reader, writer);
+    }
     let reader_addr = addr.clone();
     thread::Builder::new()
         .name("chat-printer".into())
