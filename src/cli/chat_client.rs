@@ -10,7 +10,8 @@
 //!
 //! When stdin and stdout are both terminals, a line editor takes over instead
 //! ([`super::chat_tty`]): a prompt, history, colours, and server lines printed
-//! above the line being typed.
+//! above the line being typed. Where it cannot work (`TERM=dumb`), the plain mode
+//! above is used.
 
 use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::thread;
@@ -33,7 +34,9 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
     };
     let (reader, mut writer) = open(&addr, &args.tls)?;
     if io::stdin().is_terminal() && io::stdout().is_terminal() {
-        return super::chat_tty::run(&addr, args.nick.as_deref(), reader, writer);
+        if let Some(editor) = super::chat_tty::Editor::open() {
+            return super::chat_tty::run(editor, &addr, args.nick.as_deref(), reader, writer);
+        }
     }
     let reader_addr = addr.clone();
     thread::Builder::new()

@@ -185,20 +185,47 @@ fn readline_error(e: ReadlineError) -> CliError {
     }
 }
 
+/// The line editor and its printer for server lines.
+pub struct Editor {
+    editor: DefaultEditor,
+    printer: Box<dyn ExternalPrinter + Send>,
+}
+
+impl Editor {
+    /// The editor, or `None` where it cannot work (e.g. `TERM=dumb`): the plain
+    /// line mode is used then.
+    pub fn open() -> Option<Editor> {
+        let config = Config::builder()
+            .auto_add_history(true)
+            .max_history_size(1000)
+            .ok()?
+            .build();
+        let mut editor = DefaultEditor::with_config(config)
+            .inspect_err(|e| log::info!("no line editor: {e}"))
+            .ok()?;
+        let printer = editor
+            .create_external_printer()
+            .inspect_err(|e| log::info!("no line editor: {e}"))
+            .ok()?;
+        Some(Editor {
+            editor,
+            printer: Box::new(printer),
+        })
+    }
+}
+
 /// `echochat chat-client` on a terminal.
 pub fn run(
+    editor: Editor,
     addr: &str,
     nick: Option<&str>,
     reader: ClientReader,
     mut writer: ClientWriter,
 ) -> Result<(), CliError> {
-    let config = Config::builder()
-        .auto_add_history(true)
-        .max_history_size(1000)
-        .map_err(readline_error)?
-        .build();
-    let mut editor = DefaultEditor::with_config(config).map_err(readline_error)?;
-    let printer = editor.create_external_printer().map_err(readline_error)?;
+    let Editor {
+        mut editor,
+        printer,
+    } = editor;
     let style = Style {
         on: std::env::var_os("NO_COLOR").is_none(),
     };
@@ -319,7 +346,7 @@ fn finish(
 /// fails), then stops the editor.
 fn print_lines(
     stream: ClientReader,
-    mut printer: impl ExternalPrinter,
+    mut printer: Box<dyn ExternalPrinter + Send>,
     style: Style,
     shared: &Arc<Shared>,
 ) {
