@@ -1256,9 +1256,11 @@ fn chat_client_on_a_terminal_discards_the_typed_line_when_the_server_stops() {
     });
     let nick = welcomed_nick(&screen).unwrap();
     tmux.keep_pane();
-    tmux.type_text("half typed");
+    // Longer than the 120 columns: it wraps, and every row of it goes.
+    let long = format!("half typed {}", "x".repeat(150));
+    tmux.type_text(&long);
     tmux.wait_for("the typed text", |s| {
-        last_row(s) == format!("{nick}> half typed")
+        s.contains(&format!("{nick}> half typed xxx")) && s.contains(&"x".repeat(100))
     });
     server.proc.signal("TERM");
     assert_eq!(tmux.wait_for_exit(), "0", "exit code after the server left");
@@ -1268,7 +1270,7 @@ fn chat_client_on_a_terminal_discards_the_typed_line_when_the_server_stops() {
         "the server's last line is shown:\n{screen}"
     );
     assert!(
-        !screen.contains("half typed"),
+        !screen.contains("half typed") && !screen.contains("xxx"),
         "the half-typed line is discarded:\n{screen}"
     );
     server

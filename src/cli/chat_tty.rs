@@ -19,9 +19,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use rustyline::completion::Completer;
 use rustyline::config::Config;
 use rustyline::error::ReadlineError;
-use rustyline::{DefaultEditor, ExternalPrinter};
+use rustyline::highlight::Highlighter;
+use rustyline::hint::Hinter;
+use rustyline::history::DefaultHistory;
+use rustyline::validate::Validator;
+use rustyline::{Context, ExternalPrinter, Helper};
 
 use super::tls_client::{ClientReader, ClientWriter};
 use super::CliError;
@@ -185,9 +190,35 @@ fn readline_error(e: ReadlineError) -> CliError {
     }
 }
 
+/// Keeps the width of the line being edited (in chars), to erase it when the
+/// server closes (it may wrap over several rows). The editor asks its hinter at
+/// every change of the line.
+#[derive(Default)]
+struct Tracker {
+    width: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Hinter for Tracker {
+    type Hint = String;
+
+    fn hint(&self, line: &str, _pos: usize, _ctx: &Context<'_>) -> Option<String> {
+        self.width.store(line.chars().count(), Ordering::Relaxed);
+        None
+    }
+}
+
+impl Completer for Tracker {
+    type Candidate = String;
+}
+impl Highlighter for Tracker {}
+impl Validator for Tracker {}
+impl Helper for Tracker {}
+
+type LineEditor = rustyline::Editor<Tracker, DefaultHistory>;
+
 /// The line editor and its printer for server lines.
 pub struct Editor {
-    editor: DefaultEditor,
+    editor: LineEditor,
     printer: Box<dyn ExternalPrinter + Send>,
 }
 
@@ -200,9 +231,10 @@ impl Editor {
             .max_history_size(1000)
             .ok()?
             .build();
-        let mut editor = DefaultEditor::with_config(config)
+        let mut editor = LineEditor::with_config(config)
             .inspect_err(|e| log::info!("no line editor: {e}"))
             .ok()?;
+        editor.set_helper(Some(Tracker::default()));
         let printer = editor
             .create_external_printer()
             .inspect_err(|e| log::info!("no line editor: {e}"))
@@ -265,7 +297,17 @@ pub fn run(
         let read = editor.readline(&prompt);
         let stop = shared.lock().stop;
         if let Some(why) = stop {
-            return finish(why, addr, &shared, &mut writer);
+            // The rows the prompt and the half-typed line took.
+            let typed = editor
+                .helper()
+                .map_or(0, |t| t.width.load(Ordering::Relaxed));
+            let rows = match editor.dimensions() {
+                Some((cols, _)) if cols > 0 => {
+                    (prompt.chars().count() + typed) / usize::from(cols) + 1
+                }
+                _ => 1,
+            };
+            return finish(why, addr, rows, &shared, &mut writer);
         }
         match read {
             Ok(line) => {
@@ -317,16 +359,17 @@ fn wait_for(shared: &Shared, done: impl Fn(&State) -> bool) {
 }
 
 /// The editor has returned because the session ends: the half-typed line (left on
-/// the row above the cursor by the editor) is erased, and the connection closed.
+/// the `rows` above the cursor by the editor) is erased, and the connection closed.
 fn finish(
     why: Stop,
     addr: &str,
+    rows: usize,
     shared: &Shared,
     writer: &mut ClientWriter,
 ) -> Result<(), CliError> {
     let mut out = io::stdout();
     let _ = out
-        .write_all(b"\x1b[1A\r\x1b[2K")
+        .write_all("\x1b[1A\r\x1b[2K".repeat(rows).as_bytes())
         .and_then(|()| out.flush());
     writer.finish();
     match why {
