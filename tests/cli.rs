@@ -1026,3 +1026,280 @@ fn metrics_move_and_connections_are_logged(runtime: &str) {
     drop(b);
     server.stop_with("TERM");
 }
+
+// ---------------------------------------------------------------------------
+// chat-client on a terminal (tmux): the line editor.
+// ---------------------------------------------------------------------------
+
+/// A detached tmux session on a tmux server of its own (`-L`), killed on drop.
+/// Needs `tmux` (installed by CI): without it the tests fail, they never pass unrun.
+struct Tmux {
+    socket: String,
+    name: String,
+    /// Where the session's command writes its exit code.
+    status_file: std::path::PathBuf,
+}
+
+impl Tmux {
+    /// Runs `BIN chat-client --addr ADDR` (with `env` settings before it, e.g.
+    /// `NO_COLOR=1`) in a 120x30 detached session.
+    fn chat_client(addr: &str, env: &str) -> Tmux {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let id = format!("echochat-test-{}-{n}", std::process::id());
+        let status_file = std::env::temp_dir().join(format!("{id}.status"));
+        let _ = std::fs::remove_file(&status_file);
+        let tmux = Tmux {
+            socket: id.clone(),
+            name: id,
+            status_file,
+        };
+        let command = format!(
+            "env {env} '{BIN}' chat-client --addr {addr}; echo $? > '{}'",
+            tmux.status_file.display()
+        );
+        let size = ["-x", "120", "-y", "30"];
+        let mut args = vec!["new-session", "-d", "-s", &tmux.name];
+        args.extend(size);
+        args.push(&command);
+        let out = tmux.run(&args);
+        assert!(out.status.success(), "tmux new-session failed: {out:?}");
+        tmux
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new("tmux")
+            .arg("-L")
+            .arg(&self.socket)
+            .args(args)
+            .env_remove("TMUX")
+            .env_remove("RUST_LOG")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run tmux ({e}): these tests need tmux installed (CI installs it)")
+            })
+    }
+
+    /// The visible pane, with colour escapes if `escapes`.
+    fn capture(&self, escapes: bool) -> String {
+        let mut args = vec!["capture-pane", "-p", "-t", &self.name];
+        if escapes {
+            args.push("-e");
+        }
+        String::from_utf8_lossy(&self.run(&args).stdout).into_owned()
+    }
+
+    /// Waits until the pane (without escapes) satisfies `ok`; returns it.
+    fn wait_for(&self, waiting_for: &str, ok: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let screen = self.capture(false);
+            if ok(&screen) {
+                return screen;
+            }
+            assert!(
+                Instant::now() < end,
+                "tmux: no {waiting_for}; the screen:\n{screen}"
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Types `text` literally.
+    fn type_text(&self, text: &str) {
+        assert!(self
+            .run(&["send-keys", "-t", &self.name, "-l", text])
+            .status
+            .success());
+    }
+
+    /// Presses a key (`Enter`, `C-d`, …).
+    fn press(&self, key: &str) {
+        assert!(self
+            .run(&["send-keys", "-t", &self.name, key])
+            .status
+            .success());
+    }
+
+    /// Keeps the pane on screen after its command ends (to look at it then).
+    fn keep_pane(&self) {
+        let out = self.run(&["set-option", "-t", &self.name, "remain-on-exit", "on"]);
+        assert!(out.status.success(), "tmux set-option failed: {out:?}");
+    }
+
+    /// Waits for the session's command to end; returns its exit code.
+    fn wait_for_exit(&self) -> String {
+        let end = Instant::now() + DEADLINE;
+        loop {
+            let status = std::fs::read_to_string(&self.status_file).unwrap_or_default();
+            if status.ends_with('\n') {
+                return status.trim().to_owned();
+            }
+            assert!(
+                Instant::now() < end,
+                "tmux: the client did not exit; the screen:\n{}",
+                self.capture(false)
+            );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits for the session to end (its command exited, the pane was not kept).
+    fn wait_for_session_end(&self) {
+        let end = Instant::now() + DEADLINE;
+        while self
+            .run(&["has-session", "-t", &self.name])
+            .status
+            .success()
+        {
+            assert!(Instant::now() < end, "tmux: the session did not end");
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = self.run(&["kill-server"]);
+        let _ = std::fs::remove_file(&self.status_file);
+    }
+}
+
+/// The nick in `* welcome NICK, …` on the screen.
+fn welcomed_nick(screen: &str) -> Option<String> {
+    screen.lines().find_map(|l| {
+        let rest = l.strip_prefix("* welcome ")?;
+        Some(rest.split_once(',')?.0.to_owned())
+    })
+}
+
+/// The last non-empty row of the screen (where the prompt is).
+fn last_row(screen: &str) -> &str {
+    screen.lines().rfind(|l| !l.trim().is_empty()).unwrap_or("")
+}
+
+#[test]
+fn chat_client_on_a_terminal_keeps_the_typed_line() {
+    let server = Server::start("chat-server", "tokio", &[]);
+    let addr = server.addr();
+    let tmux = Tmux::chat_client(&addr, "NO_COLOR=1");
+    let screen = tmux.wait_for("welcome and prompt", |s| {
+        welcomed_nick(s).is_some_and(|n| last_row(s) == format!("{n}>"))
+    });
+    let nick = welcomed_nick(&screen).unwrap();
+    tmux.type_text("I am typing");
+    tmux.wait_for("the typed text", |s| {
+        last_row(s) == format!("{nick}> I am typing")
+    });
+
+    // Another client talks while the line is half typed.
+    let mut other = TcpStream::connect(server.addr).unwrap();
+    other.set_read_timeout(Some(DEADLINE)).unwrap();
+    let mut other_in = BufReader::new(other.try_clone().unwrap());
+    let mut line = String::new();
+    other_in.read_line(&mut line).unwrap();
+    let other_nick = line
+        .strip_prefix("* welcome ")
+        .and_then(|r| r.split_once(','))
+        .map(|(n, _)| n.to_owned())
+        .unwrap_or_else(|| panic!("no welcome: {line:?}"));
+    other.write_all(b"are you there?\n").unwrap();
+    let incoming = format!("<{other_nick}> are you there?");
+    let screen = tmux.wait_for("the incoming message", |s| s.lines().any(|l| l == incoming));
+    assert_eq!(
+        last_row(&screen),
+        format!("{nick}> I am typing"),
+        "the typed line must stay intact under the message:\n{screen}"
+    );
+    let rows: Vec<&str> = screen.lines().collect();
+    let at = rows.iter().position(|l| *l == incoming).unwrap();
+    assert!(
+        rows[at + 1..].iter().all(|l| !l.contains("are you there")),
+        "{screen}"
+    );
+
+    // Enter sends the line; the other client gets it.
+    tmux.press("Enter");
+    let want = format!("<{nick}> I am typing\n");
+    loop {
+        line.clear();
+        assert_ne!(other_in.read_line(&mut line).unwrap(), 0, "server closed");
+        if line == want {
+            break;
+        }
+    }
+
+    // Ctrl-D on an empty line leaves with 0; the other client sees it go.
+    tmux.wait_for("a fresh prompt", |s| last_row(s) == format!("{nick}>"));
+    tmux.press("C-d");
+    assert_eq!(tmux.wait_for_exit(), "0", "exit code after Ctrl-D");
+    tmux.wait_for_session_end();
+    let gone = format!("* {nick} left");
+    loop {
+        line.clear();
+        assert_ne!(other_in.read_line(&mut line).unwrap(), 0, "server closed");
+        if line.starts_with(&gone) {
+            break;
+        }
+    }
+    drop((other, other_in));
+    server.stop_with("TERM");
+}
+
+#[test]
+fn chat_client_on_a_terminal_discards_the_typed_line_when_the_server_stops() {
+    let server = Server::start("chat-server", "tokio", &[]);
+    let tmux = Tmux::chat_client(&server.addr(), "NO_COLOR=1");
+    let screen = tmux.wait_for("welcome and prompt", |s| {
+        welcomed_nick(s).is_some_and(|n| last_row(s) == format!("{n}>"))
+    });
+    let nick = welcomed_nick(&screen).unwrap();
+    tmux.keep_pane();
+    // Longer than the 120 columns: it wraps, and every row of it goes.
+    let long = format!("half typed {}", "x".repeat(150));
+    tmux.type_text(&long);
+    tmux.wait_for("the typed text", |s| {
+        s.contains(&format!("{nick}> half typed xxx")) && s.contains(&"x".repeat(100))
+    });
+    server.proc.signal("TERM");
+    assert_eq!(tmux.wait_for_exit(), "0", "exit code after the server left");
+    let screen = tmux.capture(false);
+    assert!(
+        screen.lines().any(|l| l == "* server shutting down"),
+        "the server's last line is shown:\n{screen}"
+    );
+    assert!(
+        !screen.contains("half typed") && !screen.contains("xxx"),
+        "the half-typed line is discarded:\n{screen}"
+    );
+    server
+        .proc
+        .finish()
+        .assert_success("chat-server after SIGTERM");
+}
+
+#[test]
+fn chat_client_on_a_terminal_highlights_its_own_nick() {
+    let server = Server::start("chat-server", "tokio", &[]);
+    let tmux = Tmux::chat_client(&server.addr(), "-u NO_COLOR");
+    let screen = tmux.wait_for("welcome and prompt", |s| {
+        welcomed_nick(s).is_some_and(|n| last_row(s) == format!("{n}>"))
+    });
+    let nick = welcomed_nick(&screen).unwrap();
+    let coloured = tmux.capture(true);
+    let welcome = coloured
+        .lines()
+        .find(|l| l.contains("welcome"))
+        .unwrap_or_else(|| panic!("no welcome in:\n{coloured}"));
+    let at = welcome.find(&nick).unwrap();
+    // An SGR sequence (ESC [ … m) right before the nick.
+    let before = &welcome[..at];
+    assert!(
+        before.ends_with('m') && before[before.len().saturating_sub(12)..].contains('\x1b'),
+        "no highlight before {nick} in {welcome:?}"
+    );
+    tmux.press("C-c");
+    assert_eq!(tmux.wait_for_exit(), "0", "exit code after Ctrl-C");
+    server.stop_with("TERM");
+}

@@ -7,8 +7,13 @@
 //! about a second to send its last lines and close.
 //!
 //! With `--tls` (or `--ca`, `--insecure`) the same runs over TLS.
+//!
+//! When stdin and stdout are both terminals, a line editor takes over instead
+//! ([`super::chat_tty`]): a prompt, history, colours, and server lines printed
+//! above the line being typed. Where it cannot work (`TERM=dumb`), the plain mode
+//! above is used.
 
-use std::io::{self, BufRead, BufReader, Write};
+use std::io::{self, BufRead, BufReader, IsTerminal, Write};
 use std::thread;
 use std::time::Duration;
 
@@ -28,6 +33,11 @@ pub fn run(args: ChatClientArgs) -> Result<(), CliError> {
         source,
     };
     let (reader, mut writer) = open(&addr, &args.tls)?;
+    if io::stdin().is_terminal() && io::stdout().is_terminal() {
+        if let Some(editor) = super::chat_tty::Editor::open() {
+            return super::chat_tty::run(editor, &addr, args.nick.as_deref(), reader, writer);
+        }
+    }
     let reader_addr = addr.clone();
     thread::Builder::new()
         .name("chat-printer".into())

@@ -5,6 +5,7 @@
 
 mod args;
 mod chat_client;
+mod chat_tty;
 mod client;
 mod echo_client;
 mod limits;
