@@ -1,11 +1,20 @@
 #!/usr/bin/env bash
 # Compares our servers (echo-server, chat-server on every runtime) with the
-# reference servers in examples/ (ref_tokio_echo, ref_std_echo, ref_tokio_chat),
-# all measured back to back in this run by `echochat bench … --json`, and prints
-# ONE markdown table with ratios against the references.
+# reference servers in examples/ (ref_tokio_echo, ref_std_echo, ref_tokio_chat,
+# ref_tokio_rustls_echo), all measured back to back in this run by
+# `echochat bench … --json`, and prints a markdown table with ratios against the
+# references (and a second one for TLS).
 #
 #   bash benches/compare.sh                 # 5 s per timed case
 #   DURATION=10 IDLE_CONNS=5000 bash benches/compare.sh
+#   ONLY=tls REPEAT=2 bash benches/compare.sh   # only the TLS table, every case twice
+#
+# ONLY=plain or ONLY=tls runs one section (default: both). REPEAT=N runs the
+# sections N times, interleaved (ours, reference, ours, reference…); cells then
+# show the range over the runs, and ratios the range of each run's own ratio.
+# TLS: our servers with --tls-self-signed against ref_tokio_rustls_echo (tokio +
+# tokio-rustls), loaded by `bench … --tls` (no certificate check; handshakes are
+# done before the measured window).
 #
 # Everything listens on and connects to 127.0.0.1 only. The load generator and
 # the server share this machine's cores, so absolute numbers are lower than on
@@ -20,6 +29,9 @@ IDLE_CONNS=${IDLE_CONNS:-10000}
 CHAT_CLIENTS=${CHAT_CLIENTS:-50}
 BIG_QUEUE=${BIG_QUEUE:-16777216}
 TARGET=${CARGO_TARGET_DIR:-target}
+ONLY=${ONLY:-all}
+REPEAT=${REPEAT:-1}
+case "$ONLY" in all|plain|tls) ;; *) echo "ONLY must be all, plain or tls" >&2; exit 2 ;; esac
 
 cargo build --release --features cli --examples --bin echochat >&2
 BIN="$TARGET/release/echochat"
@@ -32,11 +44,13 @@ RESULTS="$OUT/results.jsonl"
 : >"$RESULTS"
 PID=""
 ADDR=""
+REP=1
 
 cleanup() { [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true; rm -rf "$OUT"; }
 trap cleanup EXIT
 
-# start_server NAME CMD... — sets PID and ADDR from its `listening on IP:PORT` line.
+# start_server NAME CMD... — sets PID and ADDR from its `listening on IP:PORT` line
+# (`listening on IP:PORT (tls)` for a TLS server).
 start_server() {
     local name=$1; shift
     : >"$OUT/$name.out"
@@ -44,7 +58,7 @@ start_server() {
     PID=$!
     ADDR=""
     for _ in $(seq 100); do
-        ADDR=$(sed -n 's/^listening on \(127\.0\.0\.1:[0-9]*\)$/\1/p' "$OUT/$name.out" | head -n1)
+        ADDR=$(sed -n 's/^listening on \(127\.0\.0\.1:[0-9]*\)\( (tls)\)\{0,1\}$/\1/p' "$OUT/$name.out" | head -n1)
         [ -n "$ADDR" ] && return 0
         kill -0 "$PID" 2>/dev/null || break
         sleep 0.1
@@ -63,17 +77,17 @@ stop_server() {
     PID=""
 }
 
-# run_case SERVER CASE bench-args… — appends {"server","case","report"} to RESULTS.
+# run_case SERVER CASE bench-args… — appends {"server","case","rep","report"} to RESULTS.
 run_case() {
     local server=$1 case=$2; shift 2
     local json
-    echo ">> $server: $case" >&2
+    echo ">> [$REP/$REPEAT] $server: $case" >&2
     if json=$("$BIN" bench "$@" --json 2>"$OUT/bench.err"); then
-        printf '{"server":"%s","case":"%s","report":%s}\n' "$server" "$case" "$json" >>"$RESULTS"
+        printf '{"server":"%s","case":"%s","rep":%s,"report":%s}\n' "$server" "$case" "$REP" "$json" >>"$RESULTS"
     elif [ -n "$json" ]; then
         # It ran, but found problems (lost, reordered, errors: exit 1): keep its numbers.
         echo "!! $server $case: $(tail -n 1 "$OUT/bench.err")" >&2
-        printf '{"server":"%s","case":"%s","report":%s}\n' "$server" "$case" "$json" >>"$RESULTS"
+        printf '{"server":"%s","case":"%s","rep":%s,"report":%s}\n' "$server" "$case" "$REP" "$json" >>"$RESULTS"
     else
         echo "!! $server $case failed: $(tail -n 1 "$OUT/bench.err")" >&2
     fi
@@ -94,6 +108,7 @@ chat_cases() {
     run_case "$name" chat_paced chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs $((20 * DURATION)) --size 64 --rate 20
 }
 
+plain_section() {
 for rt in threads tokio smol; do
     idle=no; [ "$rt" != threads ] && idle=yes
     if start_server "echo-$rt" "$SERVER_BIN" echo-server --addr 127.0.0.1:0 --runtime "$rt"; then
@@ -126,28 +141,105 @@ if start_server ref_tokio_chat "$EX/ref_tokio_chat" --addr 127.0.0.1:0; then
     run_case ref_tokio chat_flood_bigq chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
     stop_server
 fi
+}
+
+tls_echo_cases() {
+    local name=$1
+    run_case "$name" tls_echo_stream echo --tls --addr "$ADDR" --mode stream --conns 1 --size 65536 --duration "$DURATION"
+    run_case "$name" tls_echo_conns echo --tls --addr "$ADDR" --mode conns --conns 100 --size 512 --duration "$DURATION"
+}
+
+tls_section() {
+for rt in threads tokio smol; do
+    if start_server "tls-echo-$rt" "$SERVER_BIN" echo-server --addr 127.0.0.1:0 --runtime "$rt" --tls-self-signed; then
+        tls_echo_cases "$rt"; stop_server
+    fi
+done
+if start_server ref_tokio_rustls_echo "$EX/ref_tokio_rustls_echo" --addr 127.0.0.1:0; then
+    tls_echo_cases ref_tokio_rustls; stop_server
+fi
+for rt in threads tokio smol; do
+    # The same flood in plaintext and in TLS, back to back: what TLS costs.
+    if start_server "chat-$rt" "$SERVER_BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt"; then
+        run_case "$rt" tls_pair_plain_chat_flood chat --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
+        stop_server
+    fi
+    if start_server "tls-chat-$rt" "$SERVER_BIN" chat-server --addr 127.0.0.1:0 --runtime "$rt" --tls-self-signed; then
+        run_case "$rt" tls_chat_flood chat --tls --addr "$ADDR" --clients "$CHAT_CLIENTS" --msgs 200 --size 64
+        stop_server
+    fi
+done
+}
+
+for REP in $(seq "$REPEAT"); do
+    if [ "$ONLY" != tls ]; then plain_section; fi
+    if [ "$ONLY" != plain ]; then tls_section; fi
+done
 
 python3 - "$RESULTS" "$DURATION" "$IDLE_CONNS" "$CHAT_CLIENTS" <<'PY'
-import json, sys
+import json, sys, statistics
 path, duration, idle_conns, clients = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+# (server, case) -> {rep: report}
 res = {}
 for line in open(path):
     r = json.loads(line)
-    res[(r["server"], r["case"])] = r["report"]
+    res.setdefault((r["server"], r["case"]), {})[r.get("rep", 1)] = r["report"]
 
 ours = ["threads", "tokio", "smol"]
-refs = ["ref_tokio", "ref_std"]
-
-def g(d, path):
-    for k in path.split("."):
-        if d is None:
-            return None
-        d = d.get(k)
-    return d
 
 def errors(r):
     e = r.get("errors", {})
     return sum(e.values())
+
+def value(r, get):
+    try:
+        v = get(r)
+    except (KeyError, TypeError):
+        return None
+    return v
+
+def span(values, fmt):
+    """One value, or the range `min–max` over the runs."""
+    lo, hi = min(values), max(values)
+    a, b = fmt.format(lo), fmt.format(hi)
+    return a if a == b else f"{a}–{b}"
+
+def ratio_text(ratios):
+    if not ratios:
+        return ""
+    a, b = f"{min(ratios):.2f}", f"{max(ratios):.2f}"
+    return f" ({a}×)" if a == b else f" ({a}–{b}×)"
+
+def cell(server, case, get, fmt, ratio, ref):
+    runs = res.get((server, case))
+    if not runs:
+        return "–"
+    vals = {k: value(r, get) for k, r in runs.items()}
+    vals = {k: v for k, v in vals.items() if v is not None}
+    if not vals:
+        return "–"
+    if any(isinstance(v, str) for v in vals.values()):
+        return " ; ".join(dict.fromkeys(str(v) for _, v in sorted(vals.items())))
+    text = span(list(vals.values()), fmt)
+    if ratio and server in ours and ref:
+        # Each run's own ratio (ours and the reference measured in the same run).
+        refs = {k: value(r, get) for k, r in res.get((ref, case), {}).items()}
+        ratios = [vals[k] / refs[k] for k in vals
+                  if isinstance(refs.get(k), (int, float)) and refs.get(k)]
+        text += ratio_text(ratios)
+    return text
+
+def table(rows, servers, ref):
+    print("| case | " + " | ".join(servers) + " |")
+    print("|---|" + "---|" * len(servers))
+    for case, label, get, fmt, ratio in rows:
+        print(f"| {label} | " + " | ".join(cell(s, case, get, fmt, ratio, ref) for s in servers) + " |")
+
+def present(rows):
+    return any(k[1] == row[0] for row in rows for k in res)
+
+reps = max((k for runs in res.values() for k in runs), default=1)
+runs_note = f"; {reps} runs: ranges over the runs" if reps > 1 else ""
 
 # (case, label, getter, format, ratio?) — the reference for ratios is ref_tokio.
 rows = [
@@ -179,31 +271,34 @@ rows = [
     ("idle", "idle: server RSS bytes per conn", lambda r: r["server_bytes_per_conn"], "{:.0f}", True),
 ]
 
-def cell(server, case, get, fmt, ratio):
-    r = res.get((server, case))
-    if r is None:
-        return "–"
-    try:
-        v = get(r)
-    except (KeyError, TypeError):
-        return "–"
-    if v is None:
-        return "–"
-    text = fmt.format(v) if not isinstance(v, str) else v
-    if ratio and server in ours:
-        ref = res.get(("ref_tokio", case))
-        try:
-            rv = get(ref) if ref else None
-        except (KeyError, TypeError):
-            rv = None
-        if isinstance(rv, (int, float)) and rv:
-            text += f" ({v / rv:.2f}×)"
-    return text
+if present(rows):
+    print(f"\nDURATION={duration}s per timed case{runs_note}; ratios in parentheses are ours ÷ ref_tokio "
+          "(higher is better for rates, lower for latency and memory).\n")
+    table(rows, ours + ["ref_tokio", "ref_std"], "ref_tokio")
 
-print(f"\nDURATION={duration}s per timed case; ratios in parentheses are ours ÷ ref_tokio "
-      "(higher is better for rates, lower for latency and memory).\n")
-print("| case | " + " | ".join(ours + refs) + " |")
-print("|---|" + "---|" * (len(ours) + len(refs)))
-for case, label, get, fmt, ratio in rows:
-    print(f"| {label} | " + " | ".join(cell(s, case, get, fmt, ratio) for s in ours + refs) + " |")
+# TLS: ratios against ref_tokio_rustls; the chat flood against the same runtime's
+# plaintext flood, measured just before it.
+for server in ours:
+    pair = res.get((server, "tls_pair_plain_chat_flood"), {})
+    for k, r in res.get((server, "tls_chat_flood"), {}).items():
+        p = pair.get(k)
+        if p and p.get("deliveries_per_s"):
+            r["tls_over_plain"] = r["deliveries_per_s"] / p["deliveries_per_s"]
+tls_rows = [
+    ("tls_echo_stream", "TLS echo stream 1 conn × 64 KiB writes: MB/s", lambda r: r["mb_per_s"], "{:.0f}", True),
+    ("tls_echo_conns", "TLS echo 100 conns × 512 B: requests/s", lambda r: r["requests_per_s"], "{:.0f}", True),
+    ("tls_echo_conns", "TLS echo 100 conns × 512 B: p99 µs", lambda r: r["latency"]["p99_us"], "{}", True),
+    ("tls_echo_stream", "TLS echo stream: errors", errors, "{}", False),
+    ("tls_echo_conns", "TLS echo conns: errors", errors, "{}", False),
+    ("tls_chat_flood", f"TLS chat flood {clients} × 200 × 64 B: deliveries/s", lambda r: r["deliveries_per_s"], "{:.0f}", False),
+    ("tls_pair_plain_chat_flood", "plaintext chat flood, same run: deliveries/s", lambda r: r["deliveries_per_s"], "{:.0f}", False),
+    ("tls_chat_flood", "TLS chat flood ÷ plaintext chat flood (target > 0.5)", lambda r: r["tls_over_plain"], "{:.2f}", False),
+    ("tls_chat_flood", "TLS chat flood: p99 µs", lambda r: r["latency"]["p99_us"], "{}", False),
+    ("tls_chat_flood", "TLS chat flood: lost / order violations / errors",
+        lambda r: f'{r["lost"]} / {r["order_violations"]} / {errors(r)}', "{}", False),
+]
+if present(tls_rows):
+    print(f"\nTLS (--tls-self-signed, `bench … --tls`), DURATION={duration}s per timed case{runs_note}; "
+          "ratios in parentheses are ours ÷ ref_tokio_rustls (tokio + tokio-rustls).\n")
+    table(tls_rows, ours + ["ref_tokio_rustls"], "ref_tokio_rustls")
 PY

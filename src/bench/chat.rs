@@ -8,11 +8,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::sync::watch;
 
+use super::conn::{self, ReadHalf, Tls, TlsArgs, WriteHalf};
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
+use super::{connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
 
 /// `bench chat` arguments.
 #[derive(Debug, clap::Args)]
@@ -35,6 +35,9 @@ pub struct ChatArgs {
     /// Seconds to wait for missing lines after the last one was sent.
     #[arg(long, default_value_t = 5.0)]
     pub drain: f64,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Common options.
     #[command(flatten)]
     pub common: Common,
@@ -45,6 +48,8 @@ pub struct ChatArgs {
 struct ChatReport {
     kind: &'static str,
     addr: SocketAddr,
+    /// Over TLS (`--tls`, `--ca`).
+    tls: bool,
     clients: usize,
     connected: usize,
     msgs: u64,
@@ -73,8 +78,13 @@ impl std::fmt::Display for ChatReport {
             .map_or("flat out".to_owned(), |r| format!("{r}/s each"));
         writeln!(
             f,
-            "chat against {}: {}/{} clients × {} lines × {} B, {rate}",
-            self.addr, self.connected, self.clients, self.msgs, self.size
+            "chat against {}{}: {}/{} clients × {} lines × {} B, {rate}",
+            self.addr,
+            if self.tls { " (TLS)" } else { "" },
+            self.connected,
+            self.clients,
+            self.msgs,
+            self.size
         )?;
         writeln!(
             f,
@@ -151,13 +161,18 @@ pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
 
     // Connect everyone and wait for each one's first server line (the welcome): from
     // then on the client is in the room and will get every later broadcast.
-    let (conns, mut errors) = connect_all(addr, clients, 64, |i| async move {
-        let (rd, wr) = connect(addr).await?.into_split();
-        let mut rd = BufReader::with_capacity(64 * 1024, rd);
-        let mut line = Vec::new();
-        // A server without a greeting gets a short settle instead.
-        let _ = tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line)).await;
-        Ok((i, rd, wr))
+    let tls = Tls::from_args(&args.tls, &args.addr)?;
+    let (conns, mut errors) = connect_all(addr, clients, 64, |i| {
+        let tls = tls.clone();
+        async move {
+            let (rd, wr) = conn::connect(addr, tls.as_ref()).await?.into_split();
+            let mut rd = BufReader::with_capacity(64 * 1024, rd);
+            let mut line = Vec::new();
+            // A server without a greeting gets a short settle instead.
+            let _ =
+                tokio::time::timeout(Duration::from_secs(1), rd.read_until(b'\n', &mut line)).await;
+            Ok((i, rd, wr))
+        }
     })
     .await?;
     let connected = conns.len() as u64;
@@ -241,6 +256,7 @@ pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
     let report = ChatReport {
         kind: "chat",
         addr,
+        tls: tls.is_some(),
         clients,
         connected: connected as usize,
         msgs: args.msgs,
@@ -265,14 +281,14 @@ pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
 /// fewer if a stop signal comes first; returns how many lines were written whole,
 /// and the write half so the connection stays open until every receiver is done.
 async fn send(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf,
     me: usize,
     msgs: u64,
     size: usize,
     rate: Option<f64>,
     origin: Instant,
     stop: Stop,
-) -> (u64, std::io::Result<OwnedWriteHalf>) {
+) -> (u64, std::io::Result<WriteHalf>) {
     let mut ticks = rate.map(|r| {
         let mut t = tokio::time::interval(Duration::from_secs_f64(1.0 / r));
         t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
@@ -301,8 +317,20 @@ async fn send(
                 .map_err(|_| {
                     std::io::Error::new(std::io::ErrorKind::TimedOut, "write timed out")
                 })??;
+            if ticks.is_some() {
+                // Paced: a TLS line must not wait in rustls for the next one.
+                tokio::time::timeout(IO_TIMEOUT, wr.flush())
+                    .await
+                    .map_err(|_| {
+                        std::io::Error::new(std::io::ErrorKind::TimedOut, "flush timed out")
+                    })??;
+            }
             sent += 1;
         }
+        // With TLS, what the last writes left in rustls (a no-op on plain TCP).
+        tokio::time::timeout(IO_TIMEOUT, wr.flush())
+            .await
+            .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "flush timed out"))??;
         Ok(())
     }
     .await;
@@ -314,7 +342,7 @@ async fn send(
 /// lines itself: a receiver handles `clients - 1` times more lines than a sender
 /// writes, so it must be cheap, or the load generator becomes the slow consumer.
 async fn receive(
-    rd: BufReader<OwnedReadHalf>,
+    rd: BufReader<ReadHalf>,
     me: usize,
     clients: usize,
     expected: u64,

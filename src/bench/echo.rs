@@ -7,11 +7,11 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
+use super::conn::{self, Conn, Tls, TlsArgs};
 use super::pattern::{Pattern, MAX_CHUNK};
 use super::report::{self, Errors, Latency, Progress};
-use super::{connect, connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
+use super::{connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
 
 /// `bench echo` arguments.
 #[derive(Debug, clap::Args)]
@@ -34,6 +34,9 @@ pub struct EchoArgs {
     /// How long to run, in seconds.
     #[arg(long, default_value_t = 5.0)]
     pub duration: f64,
+    /// TLS options.
+    #[command(flatten)]
+    pub tls: TlsArgs,
     /// Common options.
     #[command(flatten)]
     pub common: Common,
@@ -57,6 +60,8 @@ struct EchoReport {
     kind: &'static str,
     addr: SocketAddr,
     mode: Mode,
+    /// Over TLS (`--tls`, `--ca`).
+    tls: bool,
     conns: usize,
     connected: usize,
     size: usize,
@@ -78,8 +83,14 @@ impl std::fmt::Display for EchoReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "echo {:?} against {}: {}/{} connections × {} B for {:.1} s",
-            self.mode, self.addr, self.connected, self.conns, self.size, self.duration_s
+            "echo {:?} against {}{}: {}/{} connections × {} B for {:.1} s",
+            self.mode,
+            self.addr,
+            if self.tls { " (TLS)" } else { "" },
+            self.connected,
+            self.conns,
+            self.size,
+            self.duration_s
         )?;
         if self.mode != Mode::Stream {
             writeln!(
@@ -163,10 +174,12 @@ pub async fn run(args: EchoArgs, stop: Stop) -> Result<(), BenchError> {
         ));
     }
     let duration = Duration::from_secs_f64(args.duration);
+    let tls = Tls::from_args(&args.tls, &args.addr)?;
 
     // At most 256 connecting at once; fails only if none worked.
-    let (streams, mut errors) = connect_all(addr, conns, 256, |i| async move {
-        connect(addr).await.map(|s| (i, s))
+    let (streams, mut errors) = connect_all(addr, conns, 256, |i| {
+        let tls = tls.clone();
+        async move { conn::connect(addr, tls.as_ref()).await.map(|s| (i, s)) }
     })
     .await?;
     let connected = streams.len();
@@ -225,6 +238,7 @@ pub async fn run(args: EchoArgs, stop: Stop) -> Result<(), BenchError> {
         kind: "echo",
         addr,
         mode: args.mode,
+        tls: tls.is_some(),
         conns,
         connected,
         size,
@@ -258,7 +272,7 @@ async fn timed<T>(
 /// Reads `want.len()` bytes, checking each chunk as it arrives: `Ok(false)` at the
 /// first wrong byte (say, a greeting from a server that is not an echo server),
 /// without waiting for the rest.
-async fn read_checked(s: &mut TcpStream, want: &[u8], buf: &mut [u8]) -> std::io::Result<bool> {
+async fn read_checked(s: &mut Conn, want: &[u8], buf: &mut [u8]) -> std::io::Result<bool> {
     let mut got = 0;
     while got < want.len() {
         let n = s.read(&mut buf[got..want.len()]).await?;
@@ -276,7 +290,7 @@ async fn read_checked(s: &mut TcpStream, want: &[u8], buf: &mut [u8]) -> std::io
 /// One request of `size` bytes at a time; each reply is checked and timed. A stop
 /// signal abandons the request in flight (it is not counted).
 async fn pingpong(
-    mut s: TcpStream,
+    mut s: Conn,
     pattern: Pattern,
     size: usize,
     deadline: Instant,
@@ -290,6 +304,7 @@ async fn pingpong(
         let want = pattern.at(offset, size);
         let io = async {
             s.write_all(want).await?;
+            s.flush().await?;
             read_checked(&mut s, want, &mut buf).await
         };
         let outcome = tokio::select! {
@@ -319,7 +334,7 @@ async fn pingpong(
 /// every byte until EOF and counts those that arrived before the deadline. A stop
 /// signal ends both at once: what was checked so far counts, nothing more is owed.
 async fn stream(
-    s: TcpStream,
+    s: Conn,
     pattern: Pattern,
     size: usize,
     deadline: Instant,

@@ -12,6 +12,10 @@
 //! * `bench flood` — one or more clients flood a chat server (`x` lines, `/me`,
 //!   `/nick`) while a canary measures its `/who` round trips: fair service.
 //!
+//! `bench echo` and `bench chat` also speak TLS (`--tls`, without checking the
+//! server's certificate, or `--ca PEM`); the handshake is part of connecting, so it
+//! happens before the measured window.
+//!
 //! Human summary on stdout, or one JSON object with `--json`; a progress bar on
 //! stderr only when stdout is a terminal. This module is part of the binary, not of
 //! the library: it is a client and uses none of the core.
@@ -28,6 +32,7 @@
 //! on, and an explicit `ulimit -n` is clearer than a silent change.
 
 mod chat;
+mod conn;
 mod echo;
 mod flood;
 mod idle;
