@@ -375,38 +375,7 @@ impl ChatServer {
             self.close(id, reason);
             return id;
         }
-
-        let nick = loop {
-            self.guests += 1;
-            let nick = alloc::format!("guest{}", self.guests);
-            if !self.nicks.contains_key(&nick) {
-                break nick;
-            }
-        };
-        self.nicks.insert(nick.clone(), id);
-        let room = self.room_for("lobby");
-        let deadline = self.idle_timeout.map(|t| now + t);
-        if let Some(d) = deadline {
-            self.deadlines.insert((d, id));
-        }
-        let conn = Conn {
-            nick,
-            room,
-            framer: LineFramer::new(self.config.max_line),
-            telnet: TelnetDecoder::new(),
-            queued: 0,
-            deadline,
-            doomed: false,
-        };
-        let welcome = line(format_args!(
-            "* welcome {}, {} users online",
-            conn.nick,
-            self.sink.conns.len() + 1
-        ));
-        self.sink.conns.insert(id, conn);
-        self.sink.transmit(id, welcome);
-        self.enter_room(id, room, false);
-        self.process_drops();
+        self.admit(now, id);
         id
     }
 
