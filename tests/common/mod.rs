@@ -542,6 +542,25 @@ macro_rules! conformance_bin {
 
 pub(crate) use {conformance, conformance_bin};
 
+/// The next line of `reader` without its `\n` (`None`: closed or failed). Panics
+/// when nothing arrives within [`TIMEOUT`] (the stream's read timeout).
+pub fn read_line_from(reader: &mut impl BufRead) -> Option<String> {
+    let mut line = String::new();
+    match reader.read_line(&mut line) {
+        Ok(0) => None,
+        Ok(_) => Some(line.strip_suffix('\n').unwrap_or(&line).to_string()),
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+            ) =>
+        {
+            panic!("no line within {TIMEOUT:?} (partial: {line:?})")
+        }
+        Err(_) => None,
+    }
+}
+
 /// A small deterministic PRNG (xorshift64*) for test data.
 pub struct Rng(u64);
 
@@ -679,20 +698,7 @@ impl ChatClient {
     /// The next line without its `\n` (`None`: the server closed the connection).
     /// Panics when nothing arrives within [`TIMEOUT`].
     pub fn read_line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        match self.reader.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(line.strip_suffix('\n').unwrap_or(&line).to_string()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("no line within {TIMEOUT:?} (partial: {line:?})")
-            }
-            Err(_) => None,
-        }
+        read_line_from(&mut self.reader)
     }
 
     /// Reads lines until one matches `pred` and returns it; panics (listing what

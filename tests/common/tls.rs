@@ -193,20 +193,7 @@ impl TlsClient {
 
     /// The next line without its `\n` (`None`: closed). Panics on timeout.
     pub fn read_line(&mut self) -> Option<String> {
-        let mut line = String::new();
-        match self.stream.read_line(&mut line) {
-            Ok(0) => None,
-            Ok(_) => Some(line.strip_suffix('\n').unwrap_or(&line).to_string()),
-            Err(e)
-                if matches!(
-                    e.kind(),
-                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
-                ) =>
-            {
-                panic!("no line within {TIMEOUT:?} (partial: {line:?})")
-            }
-            Err(_) => None,
-        }
+        super::read_line_from(&mut self.stream)
     }
 
     /// Sends `line` plus `\n`.
