@@ -31,6 +31,7 @@
 extern crate alloc;
 
 pub mod chat;
+pub mod cluster;
 pub mod echo;
 pub mod framing;
 pub mod telnet;
@@ -56,6 +57,9 @@ mod transports;
 
 #[cfg(feature = "driver")]
 pub(crate) use transports::driver;
+#[cfg(feature = "cluster")]
+#[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
+pub use transports::bus;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub use transports::metrics;

@@ -5,6 +5,8 @@
 
 pub(crate) mod driver;
 
+#[cfg(feature = "cluster")]
+pub mod bus;
 #[cfg(feature = "net")]
 pub(crate) mod kind;
 #[cfg(feature = "net")]

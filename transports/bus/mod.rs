@@ -1,9 +1,9 @@
 //! Cluster bus adapters: the object-safe [`Bus`] a chat hub hands its
-//! [`BusAction`]s to, chosen at run time from a URL by [`connect`]. A bus never
+//! [`BusAction`]s to, chosen at run time from a URL by `connect`. A bus never
 //! blocks its caller: [`Bus::submit`] queues into a bounded queue, the adapter's own
 //! thread(s) do the I/O, and every [`BusEvent`] comes back through the [`Deliver`]
-//! callback (the hub's event channel). Adapters: `redis://HOST:PORT` ([`redis`]) and
-//! `memory://NAME` ([`memory`], in-process, for tests).
+//! callback (the hub's event channel). Adapters: `redis://HOST:PORT` (`redis`) and
+//! `memory://NAME` (`memory`, in-process, for tests).
 
 use crate::cluster::{BusAction, BusEvent};
 
