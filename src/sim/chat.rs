@@ -367,6 +367,7 @@ fn reason_name(r: &CloseReason) -> &'static str {
         CloseReason::IdleTimeout => "idle_timeout",
         CloseReason::ServerFull => "server_full",
         CloseReason::Shutdown => "shutdown",
+        CloseReason::TooManyFromAddress => "too_many_from_address",
     }
 }
 
@@ -569,8 +570,9 @@ impl Sim {
             .handle_data(self.instant(), id, &data)
             .expect("handle_data");
         self.drain();
-        // If the sender was dropped during the read, later lines were never processed.
-        let sure = self.clients[i].server_open;
+        // If the sender was dropped during the read, later lines were never processed;
+        // if it is paused (flow control), some may wait and be lost if it is dropped.
+        let sure = self.clients[i].server_open && self.server.wants_read(id);
         for (r, tok) in tentative {
             let c = &mut self.clients[r];
             if sure {
