@@ -43,6 +43,10 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
         args.max_conns
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Chat)),
     );
+    config.flood_rate = (args.flood_rate > 0).then_some(args.flood_rate);
+    config.flood_burst = args.flood_burst;
+    config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
+    config.loopback_exempt = !args.no_loopback_exempt;
     let (listener, shutdown) = start(&args.addr, false, &args.tls)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);

@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::*;
 use crate::Instant;
 
+mod abuse;
 mod commands;
 mod limits;
 mod pending;
