@@ -164,9 +164,7 @@ fn flood_input() -> impl Strategy<Value = ChatInput> {
     )
         .prop_map(|(mut input, events)| {
             input.events.truncate(2);
-            input
-                .events
-                .extend(std::iter::repeat_n(ChatEvent::Open, 5));
+            input.events.extend(std::iter::repeat_n(ChatEvent::Open, 5));
             input.events.extend(events);
             input
         })
