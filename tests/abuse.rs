@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use common::{conformance, conformance_bin, ChatClient, Server, Target};
 use echochat::chat::ChatConfig;
+use echochat::echo::EchoServerConfig;
 
 conformance!(
     a_me_flood_drops_no_reader,
@@ -25,11 +26,13 @@ conformance!(
     loopback_is_exempt_by_default,
     flood_rate_delays_a_sender_without_dropping_it,
     look_alike_text_is_replaced_and_server_is_reserved,
+    echo_refuses_excess_connections_from_one_address,
 );
 
 conformance_bin!(
     a_me_flood_drops_no_reader,
     excess_connections_from_one_address_are_refused,
+    echo_refuses_excess_connections_from_one_address,
     flood_rate_delays_a_sender_without_dropping_it,
 );
 
@@ -294,4 +297,38 @@ fn look_alike_text_is_replaced_and_server_is_reserved(t: Target) {
     a.expect_line(|l| l == "! nick SERVER is reserved");
     a.send_line("hi \u{202E}olleh\u{2028}x");
     b.expect_line(|l| l == format!("<{}> hi \u{FFFD}olleh\u{FFFD}x", a.nick));
+}
+
+/// The echo server's per-address limit: the third connection from 127.0.0.2 is
+/// closed at once, the others echo; a slot comes back once one closes.
+fn echo_refuses_excess_connections_from_one_address(t: Target) {
+    let mut config = EchoServerConfig::default();
+    config.max_conns_per_ip = Some(2);
+    config.loopback_exempt = false;
+    let server = t.echo(config);
+    // Whether a new connection from 127.0.0.2 is served (echoes) or closed.
+    let served = || {
+        let c = connect_from("127.0.0.2", server.addr);
+        let mut s = c.stream().try_clone().unwrap();
+        if s.write_all(b"p\n").is_err() {
+            return None;
+        }
+        let mut buf = [0u8; 2];
+        match std::io::Read::read(&mut s, &mut buf) {
+            Ok(n) if n > 0 => Some(s),
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => panic!("no answer"),
+            Err(_) => None,
+        }
+    };
+    let a = served().expect("the first is served");
+    let _b = served().expect("the second is served");
+    assert!(served().is_none(), "the third was served");
+    drop(a);
+    let mut tries = 0;
+    while served().is_none() {
+        tries += 1;
+        assert!(tries < 50, "the slot never came back");
+        thread::sleep(Duration::from_millis(100));
+    }
 }

@@ -22,6 +22,8 @@ use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
 use core::fmt::{self, Write as _};
 use core::net::IpAddr;
+
+use crate::addr_limit::AddrLimit;
 use core::time::Duration;
 
 use super::command::Command;
@@ -462,10 +464,8 @@ pub struct ChatServer {
     pending: BTreeMap<ConnId, Instant>,
     /// The same deadlines, earliest first.
     pending_deadlines: BTreeSet<(Instant, ConnId)>,
-    /// Address of every open or closing connection opened with one (canonical form).
-    addrs: BTreeMap<ConnId, IpAddr>,
-    /// How many of those each address has.
-    per_ip: BTreeMap<IpAddr, usize>,
+    /// Open or closing connections per client address (`max_conns_per_ip`).
+    addr_limit: AddrLimit,
     /// Connections whose bucket ran empty, by when it has a token again.
     refills: BTreeSet<(Instant, ConnId)>,
     /// Paused connections with unprocessed input (or an unprocessed EOF).
@@ -508,8 +508,7 @@ impl ChatServer {
             close_deadlines: BTreeSet::new(),
             pending: BTreeMap::new(),
             pending_deadlines: BTreeSet::new(),
-            addrs: BTreeMap::new(),
-            per_ip: BTreeMap::new(),
+            addr_limit: AddrLimit::new(config.max_conns_per_ip, config.loopback_exempt),
             refills: BTreeSet::new(),
             stalled: BTreeSet::new(),
             now: Instant::ZERO,
@@ -539,20 +538,17 @@ impl ChatServer {
     /// if [`ChatConfig::loopback_exempt`]). The connection counts against its
     /// address until its socket is reported closed (`handle_closed`) or aborted.
     pub fn handle_open_from(&mut self, now: Instant, peer: IpAddr) -> ConnId {
-        self.open(now, Some(peer.to_canonical()))
+        self.open(now, Some(peer))
     }
 
     fn open(&mut self, now: Instant, addr: Option<IpAddr>) -> ConnId {
         self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
-        let limited = addr.filter(|ip| !(self.config.loopback_exempt && ip.is_loopback()));
         let refuse = if self.shut_down {
             Some((&b"* server shutting down\n"[..], CloseReason::Shutdown))
-        } else if let (Some(ip), Some(max)) =
-            (limited, self.config.max_conns_per_ip.filter(|&m| m > 0))
-        {
-            (self.per_ip.get(&ip).copied().unwrap_or(0) >= max).then_some((
+        } else if addr.is_some_and(|ip| self.addr_limit.is_full(ip)) {
+            Some((
                 &b"! too many connections from your address\n"[..],
                 CloseReason::TooManyFromAddress,
             ))
@@ -566,8 +562,7 @@ impl ChatServer {
                 .then_some((&b"! server full\n"[..], CloseReason::ServerFull))
         });
         if let Some(ip) = addr {
-            self.addrs.insert(id, ip);
-            *self.per_ip.entry(ip).or_default() += 1;
+            self.addr_limit.count(id, ip);
         }
         if let Some((msg, reason)) = refuse {
             self.sink.out.push_back(Output::Transmit {
@@ -834,7 +829,7 @@ impl ChatServer {
         self.handle_reset(now, id)?;
         if let Some(deadline) = self.closing.remove(&id) {
             self.close_deadlines.remove(&(deadline, id));
-            self.forget_addr(id);
+            self.addr_limit.forget(id);
         }
         Ok(())
     }
@@ -882,7 +877,7 @@ impl ChatServer {
             }
             self.close_deadlines.pop_first();
             self.closing.remove(&id);
-            self.forget_addr(id);
+            self.addr_limit.forget(id);
             self.sink.out.push_back(Output::Abort { id });
         }
         while let Some(&(deadline, id)) = self.pending_deadlines.first() {
@@ -1217,17 +1212,6 @@ impl ChatServer {
     }
 
     /// `id`'s socket is gone: it no longer counts against its address.
-    fn forget_addr(&mut self, id: ConnId) {
-        if let Some(ip) = self.addrs.remove(&id) {
-            if let Some(n) = self.per_ip.get_mut(&ip) {
-                *n -= 1;
-                if *n == 0 {
-                    self.per_ip.remove(&ip);
-                }
-            }
-        }
-    }
-
     fn touch(&mut self, now: Instant, id: ConnId) {
         let Some(timeout) = self.idle_timeout else {
             return;

@@ -65,6 +65,13 @@ pub struct EchoServerArgs {
     /// Most bytes received but not yet echoed, per connection.
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = positive)]
     pub max_pending: usize,
+    /// Most connections from one address before extra ones are closed at once
+    /// (0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_conns_per_ip: usize,
+    /// Apply --max-conns-per-ip to loopback addresses too (exempt by default).
+    #[arg(long)]
+    pub no_loopback_exempt: bool,
     /// TLS options.
     #[command(flatten)]
     pub tls: ServerTlsArgs,

@@ -24,6 +24,8 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Echo)),
     );
     config.once = args.once;
+    config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
+    config.loopback_exempt = !args.no_loopback_exempt;
     let (listener, shutdown) = start(&args.addr, args.udp, &args.tls)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);

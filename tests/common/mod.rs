@@ -364,6 +364,11 @@ fn start_bin(
             if let Some(n) = config.max_conns {
                 command.args(["--max-conns", &n.to_string()]);
             }
+            let per_ip = config.max_conns_per_ip.unwrap_or(0);
+            command.args(["--max-conns-per-ip", &per_ip.to_string()]);
+            if !config.loopback_exempt {
+                command.arg("--no-loopback-exempt");
+            }
             if config.once {
                 command.arg("--once");
             }
