@@ -607,11 +607,29 @@ impl ChatServer {
     /// [`handle_timeout`](Self::handle_timeout)). Until it is ready, `handle_data`
     /// is ignored, and EOF, reset or close remove it silently (no `left` notice).
     pub fn handle_open_pending(&mut self, now: Instant) -> ConnId {
+        self.open_pending(now, None)
+    }
+
+    /// [`handle_open_pending`](Self::handle_open_pending) for a connection from
+    /// `peer`: also closed at once, without text (`Close{TooManyFromAddress}`), when
+    /// [`ChatConfig::max_conns_per_ip`] connections from that address are open,
+    /// pending or closing.
+    pub fn handle_open_pending_from(&mut self, now: Instant, peer: IpAddr) -> ConnId {
+        self.open_pending(now, Some(peer))
+    }
+
+    fn open_pending(&mut self, now: Instant, addr: Option<IpAddr>) -> ConnId {
         self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        let crowded = addr.is_some_and(|ip| self.addr_limit.is_full(ip));
+        if let Some(ip) = addr {
+            self.addr_limit.count(id, ip);
+        }
         if self.shut_down {
             self.close(id, CloseReason::Shutdown);
+        } else if crowded {
+            self.close(id, CloseReason::TooManyFromAddress);
         } else if self
             .config
             .max_conns
