@@ -232,6 +232,23 @@ impl TlsServerLayer {
         got
     }
 
+    /// Moves plaintext received from the client into `out` (as much as fits);
+    /// returns how many bytes. For a caller that owns its buffer (no copy through
+    /// a `Vec`).
+    pub fn read_plaintext_into(&mut self, out: &mut [u8]) -> usize {
+        let want = out.len().min(self.plaintext_ready);
+        let mut got = 0;
+        while got < want {
+            match self.conn.reader().read(&mut out[got..want]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => break,
+            }
+        }
+        self.plaintext_ready -= got;
+        got
+    }
+
     /// Whether [`read_plaintext`](Self::read_plaintext) has something to return.
     pub fn has_plaintext(&self) -> bool {
         self.plaintext_ready > 0
