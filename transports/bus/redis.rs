@@ -212,12 +212,10 @@ impl Worker {
             .set_read_timeout(Some(self.config.io_timeout))
             .and_then(|()| commands.set_write_timeout(Some(self.config.io_timeout)));
         timeouts.map_err(|e| e.to_string())?;
-        redis::cmd("PING")
-            .query::<Value>(&mut commands)
-            .map_err(|e| e.to_string())?;
-        // A name only this session's pub/sub connection subscribes to.
-        let id: u64 = redis::cmd("INCR")
-            .arg(format!("{}wake", self.config.prefix))
+        // A channel only this session's pub/sub connection subscribes to (client ids
+        // are unique for the server's lifetime).
+        let id: u64 = redis::cmd("CLIENT")
+            .arg("ID")
             .query(&mut commands)
             .map_err(|e| e.to_string())?;
         let wake = format!("{}wake:{id}", self.config.prefix);
@@ -282,7 +280,7 @@ impl Worker {
             actions.drain();
             state.overflow.store(false, Ordering::Release);
             state.accepting.store(true, Ordering::Release);
-            log::warn!("cluster bus: connected again");
+            log::warn!("cluster bus: Redis connected again");
             (self.deliver)(BusEvent::Restored);
         }
     }
