@@ -335,6 +335,55 @@ fn killed_redis_is_lost_then_restored_without_subscriptions() {
 
 #[test]
 #[ignore = "needs redis-server"]
+fn either_connection_killed_is_lost_then_restored() {
+    let server = RedisServer::start();
+    let a = Node::connect(&server.url());
+    let mut admin = inspect(&server);
+    for kind in ["pubsub", "normal"] {
+        a.subscribe("room");
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg(kind)
+            .query(&mut admin)
+            .expect("CLIENT KILL");
+        assert_eq!(killed, 1, "{kind}");
+        if kind == "normal" {
+            // The command connection finds out when it is next used.
+            a.publish("room", "into the void");
+        }
+        a.expect_lost();
+        a.expect("Restored", |e| *e == BusEvent::Restored);
+    }
+    a.subscribe("room");
+}
+
+#[test]
+#[ignore = "needs redis-server"]
+fn dropping_the_bus_closes_its_connections() {
+    let server = RedisServer::start();
+    let mut admin = inspect(&server);
+    let clients = |admin: &mut redis::Connection| -> usize {
+        let list: String = redis::cmd("CLIENT")
+            .arg("LIST")
+            .query(admin)
+            .expect("CLIENT LIST");
+        list.lines().count()
+    };
+    let alone = clients(&mut admin);
+    let a = Node::connect(&server.url());
+    a.subscribe("room");
+    assert_eq!(clients(&mut admin), alone + 2);
+    drop(a);
+    let deadline = Instant::now() + TIMEOUT;
+    while clients(&mut admin) > alone {
+        assert!(Instant::now() < deadline, "connections still open");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+#[ignore = "needs redis-server"]
 fn hung_redis_is_noticed_by_the_timeouts() {
     let server = RedisServer::start();
     let a = Node::connect(&server.url());

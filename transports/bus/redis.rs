@@ -66,7 +66,8 @@ pub struct RedisBusConfig {
     pub batch: usize,
     /// Connecting, the initial one included, may take this long (default 1 s).
     pub connect_timeout: Duration,
-    /// Any reply may take this long before the connection counts as lost (default 2 s).
+    /// Any reply may take this long before the connection counts as lost (default 2 s;
+    /// this and the other durations must not be zero).
     pub io_timeout: Duration,
     /// An idle pub/sub connection is checked with `PING` this often (default 1 s).
     pub ping_interval: Duration,
@@ -187,6 +188,13 @@ struct Session {
     live: Arc<Mutex<bool>>,
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        // The pub/sub thread delivers nothing more and ends at its next check.
+        *self.live.lock().unwrap_or_else(|e| e.into_inner()) = false;
+    }
+}
+
 /// Command thread → pub/sub thread.
 enum Control {
     Subscribe(String),
@@ -256,12 +264,11 @@ impl Worker {
     fn run(self, mut session: Session, actions: &flume::Receiver<BusAction>, state: &State) {
         loop {
             let failure = self.serve(&mut session, actions, state);
-            *session.live.lock().unwrap_or_else(|e| e.into_inner()) = false;
             state.accepting.store(false, Ordering::Release);
+            drop(session);
             let Some(failure) = failure else { return };
             log::warn!("cluster bus: {failure}; reconnecting");
             (self.deliver)(BusEvent::Lost);
-            drop(session);
             let mut delay = match failure {
                 Failure::Overflow => Duration::ZERO,
                 Failure::Redis(_) => self.config.backoff_min,
@@ -277,7 +284,7 @@ impl Worker {
                 delay = (delay * 2).clamp(self.config.backoff_min, self.config.backoff_max);
             };
             // Anything that slipped in while the failure was being noticed is dropped.
-            actions.drain();
+            actions.drain().for_each(drop);
             state.overflow.store(false, Ordering::Release);
             state.accepting.store(true, Ordering::Release);
             log::warn!("cluster bus: Redis connected again");
