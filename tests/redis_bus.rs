@@ -335,6 +335,19 @@ fn killed_redis_is_lost_then_restored_without_subscriptions() {
 
 #[test]
 #[ignore = "needs redis-server"]
+fn hung_redis_at_start_is_unreachable() {
+    let server = RedisServer::start();
+    server.pause();
+    // The kernel accepts the connection; nothing answers within `connect_timeout`.
+    let error = connect(&server.url(), Box::new(|_| {})).expect_err("redis-server is stopped");
+    assert!(matches!(error, BusError::Unreachable { .. }), "{error:?}");
+    eprintln!("{error}");
+    server.resume();
+    Node::connect(&server.url()).subscribe("room");
+}
+
+#[test]
+#[ignore = "needs redis-server"]
 fn either_connection_killed_is_lost_then_restored() {
     let server = RedisServer::start();
     let a = Node::connect(&server.url());

@@ -17,7 +17,12 @@
 //!   to it by the command thread, which wakes it with a `PUBLISH` on the thread's own
 //!   wake channel and waits for the answer: so a bus applies every action in the
 //!   order submitted (a node that subscribes and then publishes receives its own
-//!   message).
+//!   message). Messages of a topic unsubscribed from are not delivered after the
+//!   `Unsubscribe` is done.
+//!
+//! So messages are delivered from the pub/sub thread and claim answers, `Lost` and
+//! `Restored` from the command thread (never a message after `Lost` from the session
+//! that was lost).
 //!
 //! Names are namespaced: topic `T` is channel `{prefix}topic:T`, claim key `K` is key
 //! `{prefix}claim:K` (prefix `echochat:` by default).
@@ -26,7 +31,10 @@
 //! timeout on either connection (an idle pub/sub connection is `PING`ed every
 //! [`RedisBusConfig::ping_interval`], every reply is awaited at most
 //! [`RedisBusConfig::io_timeout`], so a hung Redis is noticed too), or a full queue
-//! (the hub submits faster than Redis takes). Then the bus delivers `Lost` once,
+//! (the hub submits faster than Redis takes), or Redis closing a subscriber that
+//! reads too slowly (its `client-output-buffer-limit pubsub`). A killed Redis is
+//! noticed at once, a hung one within `ping_interval` + `io_timeout` (3 s by
+//! default), an overflow after the batch in flight. Then the bus delivers `Lost` once,
 //! drops what is queued and what is submitted until it is back, closes both
 //! connections, reconnects (at once after an overflow; after a lost connection with
 //! back-off from [`RedisBusConfig::backoff_min`] doubling to
@@ -93,7 +101,9 @@ impl Default for RedisBusConfig {
 }
 
 /// A bus through one Redis server: [`connect`] or [`connect_with`]. Dropping it stops
-/// its threads (each within about [`RedisBusConfig::io_timeout`]; nothing waits).
+/// its threads and closes its connections (after what was queued; the pub/sub
+/// thread at its next check, within [`RedisBusConfig::ping_interval`]); the drop
+/// itself does not wait.
 pub struct RedisBus {
     queue: flume::Sender<BusAction>,
     state: Arc<State>,
