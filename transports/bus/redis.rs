@@ -47,7 +47,7 @@ use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use redis::{Client, Connection, RedisResult, Value};
+use redis::{Client, Connection, RedisError, RedisResult, Value};
 
 use super::{Bus, BusError, Deliver};
 use crate::cluster::{BusAction, BusEvent};
@@ -225,17 +225,17 @@ impl Worker {
         let mut commands = self
             .client
             .get_connection_with_timeout(timeout)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| why(&e))?;
         let timeouts = commands
             .set_read_timeout(Some(self.config.io_timeout))
             .and_then(|()| commands.set_write_timeout(Some(self.config.io_timeout)));
-        timeouts.map_err(|e| e.to_string())?;
+        timeouts.map_err(|e| why(&e))?;
         // A channel only this session's pub/sub connection subscribes to (client ids
         // are unique for the server's lifetime).
         let id: u64 = redis::cmd("CLIENT")
             .arg("ID")
             .query(&mut commands)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| why(&e))?;
         let wake = format!("{}wake:{id}", self.config.prefix);
         let (control, controls) = flume::unbounded();
         let (noter, notes) = flume::unbounded();
@@ -346,7 +346,7 @@ impl Worker {
             }
             if !batch.is_empty() {
                 if let Err(e) = self.execute(&mut session.commands, &batch) {
-                    return Some(Failure::Redis(e.to_string()));
+                    return Some(Failure::Redis(why(&e)));
                 }
                 batch.clear();
             }
@@ -409,7 +409,7 @@ impl Worker {
             .arg(&session.wake)
             .arg("")
             .query::<Value>(&mut session.commands)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| why(&e))?;
         match session.notes.recv_timeout(self.config.io_timeout) {
             Ok(Note::Done) => Ok(()),
             Ok(Note::Failed(reason)) => Err(reason),
@@ -441,6 +441,16 @@ impl core::fmt::Display for Failure {
     }
 }
 
+/// A Redis error in a log line or a [`BusError::Unreachable`] (a timeout says so;
+/// the OS's words for it are `Resource temporarily unavailable`).
+fn why(e: &RedisError) -> String {
+    if e.is_timeout() {
+        "no answer (timed out)".into()
+    } else {
+        e.to_string()
+    }
+}
+
 /// Waits `delay` while dropping submitted actions; false if the bus was dropped.
 fn discard_for(actions: &flume::Receiver<BusAction>, delay: Duration) -> bool {
     let deadline = Instant::now() + delay;
@@ -466,7 +476,7 @@ impl Listener {
     fn run(self, controls: &flume::Receiver<Control>, notes: &flume::Sender<Note>) {
         let reason = match self.listen(controls, notes) {
             Ok(()) => return,
-            Err(e) => e.to_string(),
+            Err(e) => why(&e),
         };
         let _ = notes.send(Note::Failed(reason));
     }
