@@ -277,6 +277,31 @@ fn claim_expires_after_its_ttl() {
 }
 
 #[test]
+#[ignore = "needs redis-server"]
+fn commands_redis_refuses_do_not_end_the_session() {
+    let server = RedisServer::start();
+    let a = Node::connect(&server.url());
+    let mut admin = inspect(&server);
+    a.subscribe("room");
+    // Out of memory: writes (the claim script) are refused, PUBLISH is not.
+    let set = |admin: &mut redis::Connection, bytes: &str| {
+        redis::cmd("CONFIG")
+            .arg("SET")
+            .arg("maxmemory")
+            .arg(bytes)
+            .query::<()>(admin)
+            .expect("CONFIG SET");
+    };
+    set(&mut admin, "1");
+    assert!(!a.claim(1, "alice", "node-a", Duration::from_secs(60)));
+    a.release("alice", "node-a");
+    a.sync("room");
+    set(&mut admin, "0");
+    assert!(a.claim(2, "alice", "node-a", Duration::from_secs(60)));
+    a.expect_quiet();
+}
+
+#[test]
 fn unreachable_at_start_is_one_clear_error() {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())

@@ -42,6 +42,7 @@
 //! are up again, with no subscriptions.
 
 use std::collections::HashSet;
+use std::hash::RandomState;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -222,7 +223,7 @@ impl Worker {
     /// Connects both connections (the pub/sub one on a new thread).
     fn open(&self) -> Result<Session, String> {
         let timeout = self.config.connect_timeout;
-        let mut commands = self
+        let commands = self
             .client
             .get_connection_with_timeout(timeout)
             .map_err(|e| why(&e))?;
@@ -230,13 +231,10 @@ impl Worker {
             .set_read_timeout(Some(self.config.io_timeout))
             .and_then(|()| commands.set_write_timeout(Some(self.config.io_timeout)));
         timeouts.map_err(|e| why(&e))?;
-        // A channel only this session's pub/sub connection subscribes to (client ids
-        // are unique for the server's lifetime).
-        let id: u64 = redis::cmd("CLIENT")
-            .arg("ID")
-            .query(&mut commands)
-            .map_err(|e| why(&e))?;
-        let wake = format!("{}wake:{id}", self.config.prefix);
+        // A channel only this session's pub/sub connection subscribes to: 64 random
+        // bits (std's per-process random hash keys; no command that ACLs may deny).
+        let id = std::hash::BuildHasher::hash_one(&RandomState::new(), Instant::now());
+        let wake = format!("{}wake:{id:016x}", self.config.prefix);
         let (control, controls) = flume::unbounded();
         let (noter, notes) = flume::unbounded();
         let live = Arc::new(Mutex::new(true));
@@ -311,6 +309,7 @@ impl Worker {
     ) -> Option<Failure> {
         let batch_max = self.config.batch.max(1);
         let mut batch = Vec::with_capacity(batch_max);
+        let mut refused = Refused::default();
         loop {
             if state.overflow.load(Ordering::Acquire) {
                 return Some(Failure::Overflow);
@@ -345,7 +344,7 @@ impl Worker {
                 }
             }
             if !batch.is_empty() {
-                if let Err(e) = self.execute(&mut session.commands, &batch) {
+                if let Err(e) = self.execute(&mut session.commands, &batch, &mut refused) {
                     return Some(Failure::Redis(why(&e)));
                 }
                 batch.clear();
@@ -359,7 +358,12 @@ impl Worker {
     }
 
     /// Runs `batch` as one pipeline and answers its claims.
-    fn execute(&self, commands: &mut Connection, batch: &[BusAction]) -> RedisResult<()> {
+    fn execute(
+        &self,
+        commands: &mut Connection,
+        batch: &[BusAction],
+        refused: &mut Refused,
+    ) -> RedisResult<()> {
         let prefix = &self.config.prefix;
         let mut pipe = redis::pipe();
         for action in batch {
@@ -390,8 +394,13 @@ impl Worker {
                 BusAction::Subscribe { .. } | BusAction::Unsubscribe { .. } => {}
             }
         }
-        let replies: Vec<Value> = pipe.query(commands)?;
+        // A command Redis refuses (out of memory, not permitted, …) does not end the
+        // session: a refused claim is not won, the rest is logged.
+        let replies: Vec<Value> = pipe.ignore_errors().query(commands)?;
         for (action, reply) in batch.iter().zip(replies) {
+            if let Value::ServerError(error) = &reply {
+                refused.note(error);
+            }
             if let BusAction::Claim { token, .. } = action {
                 let won = matches!(reply, Value::Int(1));
                 (self.deliver)(BusEvent::Claimed { token: *token, won });
@@ -437,6 +446,31 @@ impl core::fmt::Display for Failure {
         match self {
             Failure::Overflow => f.write_str("queue full (Redis is too slow), actions dropped"),
             Failure::Redis(reason) => write!(f, "Redis connection lost: {reason}"),
+        }
+    }
+}
+
+/// Commands Redis refused, logged at most every 10 s (the hub may submit thousands a
+/// second, all refused alike).
+#[derive(Default)]
+struct Refused {
+    count: u64,
+    logged: Option<Instant>,
+}
+
+impl Refused {
+    fn note(&mut self, error: &redis::ServerError) {
+        self.count += 1;
+        if self
+            .logged
+            .is_none_or(|at| at.elapsed() >= Duration::from_secs(10))
+        {
+            log::warn!(
+                "cluster bus: Redis refused {} command(s), last: {error}",
+                self.count
+            );
+            self.count = 0;
+            self.logged = Some(Instant::now());
         }
     }
 }
