@@ -38,8 +38,13 @@
 //! drops what is queued and what is submitted until it is back, closes both
 //! connections, reconnects (at once after an overflow; after a lost connection with
 //! back-off from [`RedisBusConfig::backoff_min`] doubling to
-//! [`RedisBusConfig::backoff_max`]) and delivers `Restored` once both connections
-//! are up again, with no subscriptions.
+//! [`RedisBusConfig::backoff_max`], going on from where it was if the session
+//! before lasted less than 10 s) and delivers `Restored` once both connections are
+//! up again, with no subscriptions.
+//!
+//! A command that Redis refuses (out of memory, not permitted by an ACL) is not a
+//! failure: a refused claim is answered as not won, refusals are logged (at most
+//! every 10 s).
 
 use std::collections::HashSet;
 use std::hash::RandomState;
@@ -62,6 +67,9 @@ const CLAIM: &str = "local v = redis.call('GET', KEYS[1]) \
 const RELEASE: &str = "if redis.call('GET', KEYS[1]) == ARGV[1] then \
        return redis.call('DEL', KEYS[1]) \
      end return 0";
+
+/// A session that lasts this long resets the back-off.
+const STEADY: Duration = Duration::from_secs(10);
 
 /// The Redis adapter's settings ([`RedisBusConfig::default`] is what [`connect`] uses).
 #[derive(Debug, Clone)]
@@ -270,6 +278,8 @@ impl Worker {
     /// The command thread: serve a session until it fails, report `Lost`, reconnect,
     /// report `Restored`; until the [`RedisBus`] is dropped.
     fn run(self, mut session: Session, actions: &flume::Receiver<BusAction>, state: &State) {
+        let mut delay = Duration::ZERO;
+        let mut restored: Option<Instant> = None;
         loop {
             let failure = self.serve(&mut session, actions, state);
             state.accepting.store(false, Ordering::Release);
@@ -277,9 +287,13 @@ impl Worker {
             let Some(failure) = failure else { return };
             log::warn!("cluster bus: {failure}; reconnecting");
             (self.deliver)(BusEvent::Lost);
-            let mut delay = match failure {
-                Failure::Overflow => Duration::ZERO,
-                Failure::Redis(_) => self.config.backoff_min,
+            // A session that fails soon after it was restored (Redis dropping a slow
+            // subscriber again and again, say) goes on with the back-off it had.
+            let steady = restored.is_none_or(|at| at.elapsed() >= STEADY);
+            delay = match failure {
+                Failure::Overflow if steady => Duration::ZERO,
+                Failure::Redis(_) if steady => self.config.backoff_min,
+                _ => (delay * 2).clamp(self.config.backoff_min, self.config.backoff_max),
             };
             session = loop {
                 if !discard_for(actions, delay) {
@@ -295,6 +309,7 @@ impl Worker {
             actions.drain().for_each(drop);
             state.overflow.store(false, Ordering::Release);
             state.accepting.store(true, Ordering::Release);
+            restored = Some(Instant::now());
             log::warn!("cluster bus: Redis connected again");
             (self.deliver)(BusEvent::Restored);
         }
