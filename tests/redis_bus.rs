@@ -438,33 +438,37 @@ fn hung_redis_is_noticed_by_the_timeouts() {
 #[ignore = "needs redis-server"]
 fn queue_overflow_is_lost_then_restored() {
     let server = RedisServer::start();
-    let config = {
-        let mut c = RedisBusConfig::default();
-        c.queue = 100;
-        // Long enough that only the overflow can end this session.
-        c.io_timeout = Duration::from_secs(60);
-        c.ping_interval = Duration::from_secs(60);
-        c
-    };
-    let a = Node::connect_with(&server.url(), config);
     let b = Node::connect(&server.url());
-    a.subscribe("room");
     b.subscribe("sync");
-    server.pause();
-    let started = Instant::now();
-    for n in 0..10_000 {
-        a.publish("room", n.to_string());
+    // Bounded by actions, then by bytes.
+    for (queue, queue_bytes) in [(100, 32 << 20), (65_536, 10_000)] {
+        let config = {
+            let mut c = RedisBusConfig::default();
+            c.queue = queue;
+            c.queue_bytes = queue_bytes;
+            // Long enough that only the overflow can end this session.
+            c.io_timeout = Duration::from_secs(60);
+            c.ping_interval = Duration::from_secs(60);
+            c
+        };
+        let a = Node::connect_with(&server.url(), config);
+        a.subscribe("room");
+        server.pause();
+        let started = Instant::now();
+        for n in 0..10_000 {
+            a.publish("room", n.to_string());
+        }
+        let submitting = started.elapsed();
+        server.resume();
+        a.expect_lost();
+        a.expect("Restored", |e| *e == BusEvent::Restored);
+        eprintln!("10,000 submits to a paused Redis took {submitting:?}");
+        // Restored with no subscriptions, and publishing works.
+        a.publish("room", "unheard");
+        a.publish("sync", "after");
+        b.expect("after", |e| *e == message("sync", "after"));
+        a.subscribe("room");
     }
-    let submitting = started.elapsed();
-    server.resume();
-    a.expect_lost();
-    a.expect("Restored", |e| *e == BusEvent::Restored);
-    eprintln!("10,000 submits to a paused Redis took {submitting:?}");
-    // Restored with no subscriptions, and publishing works.
-    a.publish("room", "unheard");
-    a.publish("sync", "after");
-    b.expect("after", |e| *e == message("sync", "after"));
-    a.subscribe("room");
 }
 
 #[test]

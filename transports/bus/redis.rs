@@ -30,12 +30,13 @@
 //! Failures ([`BusEvent::Lost`] … [`BusEvent::Restored`]): a connection error or
 //! timeout on either connection (an idle pub/sub connection is `PING`ed every
 //! [`RedisBusConfig::ping_interval`], every reply is awaited at most
-//! [`RedisBusConfig::io_timeout`], so a hung Redis is noticed too), or a full queue
-//! (the hub submits faster than Redis takes), or Redis closing a subscriber that
+//! [`RedisBusConfig::io_timeout`], so a hung Redis is noticed too); a full queue (the
+//! hub submits faster than Redis takes: more than [`RedisBusConfig::queue`] actions
+//! or [`RedisBusConfig::queue_bytes`] bytes wait); or Redis closing a subscriber that
 //! reads too slowly (its `client-output-buffer-limit pubsub`). A killed Redis is
 //! noticed at once, a hung one within `ping_interval` + `io_timeout` (3 s by
-//! default), an overflow after the batch in flight. Then the bus delivers `Lost` once,
-//! drops what is queued and what is submitted until it is back, closes both
+//! default), an overflow after the batch in flight. Then the bus delivers `Lost`
+//! once, drops what is queued and what is submitted until it is back, closes both
 //! connections, reconnects (at once after an overflow; after a lost connection with
 //! back-off from [`RedisBusConfig::backoff_min`] doubling to
 //! [`RedisBusConfig::backoff_max`], going on from where it was if the session
@@ -48,7 +49,7 @@
 
 use std::collections::HashSet;
 use std::hash::RandomState;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -79,6 +80,9 @@ pub struct RedisBusConfig {
     pub prefix: String,
     /// Bound of the action queue (default 65,536 actions); when full: `Lost`.
     pub queue: usize,
+    /// Bound of the bytes (payloads, topics, keys) queued (default 32 MiB); when
+    /// reached: `Lost`.
+    pub queue_bytes: usize,
     /// Most actions sent in one pipeline, one round trip (default 256; 1: none).
     pub batch: usize,
     /// Connecting, the initial one included, may take this long (default 1 s).
@@ -99,6 +103,7 @@ impl Default for RedisBusConfig {
         RedisBusConfig {
             prefix: "echochat:".into(),
             queue: 65_536,
+            queue_bytes: 32 << 20,
             batch: 256,
             connect_timeout: Duration::from_secs(1),
             io_timeout: Duration::from_secs(2),
@@ -124,6 +129,9 @@ struct State {
     accepting: AtomicBool,
     /// The queue was found full (the command thread ends the session).
     overflow: AtomicBool,
+    /// The [`weight`] of the queued actions, and its bound.
+    bytes: AtomicUsize,
+    max_bytes: usize,
 }
 
 /// Connects to the Redis at `url` (`redis://HOST:PORT`) with the default settings.
@@ -157,6 +165,8 @@ pub fn connect_with(
     let state = Arc::new(State {
         accepting: AtomicBool::new(true),
         overflow: AtomicBool::new(false),
+        bytes: AtomicUsize::new(0),
+        max_bytes: worker.config.queue_bytes,
     });
     let shared = Arc::clone(&state);
     thread::Builder::new()
@@ -171,9 +181,14 @@ impl Bus for RedisBus {
         if !self.state.accepting.load(Ordering::Acquire) {
             return;
         }
-        if let Err(flume::TrySendError::Full(_)) = self.queue.try_send(action) {
-            self.state.accepting.store(false, Ordering::Release);
-            self.state.overflow.store(true, Ordering::Release);
+        let state = &*self.state;
+        let weight = weight(&action);
+        let full = state.bytes.fetch_add(weight, Ordering::Relaxed) + weight > state.max_bytes;
+        if full || self.queue.try_send(action).is_err() {
+            state.bytes.fetch_sub(weight, Ordering::Relaxed);
+            // Full (or the bus's thread is gone, which only a panic does).
+            state.accepting.store(false, Ordering::Release);
+            state.overflow.store(true, Ordering::Release);
         }
     }
 }
@@ -307,6 +322,7 @@ impl Worker {
             };
             // Anything that slipped in while the failure was being noticed is dropped.
             actions.drain().for_each(drop);
+            state.bytes.store(0, Ordering::Relaxed);
             state.overflow.store(false, Ordering::Release);
             state.accepting.store(true, Ordering::Release);
             restored = Some(Instant::now());
@@ -334,7 +350,10 @@ impl Worker {
                 .recv(&session.notes, Next::Note)
                 .wait();
             let action = match first {
-                Next::Action(Ok(action)) => action,
+                Next::Action(Ok(action)) => {
+                    state.bytes.fetch_sub(weight(&action), Ordering::Relaxed);
+                    action
+                }
                 Next::Action(Err(_)) => return None,
                 Next::Note(Ok(Note::Failed(reason))) => return Some(Failure::Redis(reason)),
                 Next::Note(Ok(_)) => continue,
@@ -354,6 +373,9 @@ impl Worker {
                         batch.push(other);
                         if batch.len() < batch_max {
                             next = actions.try_recv().ok();
+                            if let Some(action) = &next {
+                                state.bytes.fetch_sub(weight(action), Ordering::Relaxed);
+                            }
                         }
                     }
                 }
@@ -497,6 +519,17 @@ fn why(e: &RedisError) -> String {
         "no answer (timed out)".into()
     } else {
         e.to_string()
+    }
+}
+
+/// What an action counts against [`RedisBusConfig::queue_bytes`].
+fn weight(action: &BusAction) -> usize {
+    match action {
+        BusAction::Publish { topic, payload } => topic.len() + payload.len(),
+        BusAction::Subscribe { topic } | BusAction::Unsubscribe { topic } => topic.len(),
+        BusAction::Claim { key, owner, .. } | BusAction::Release { key, owner } => {
+            key.len() + owner.len()
+        }
     }
 }
 
