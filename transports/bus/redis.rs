@@ -129,7 +129,8 @@ struct State {
     accepting: AtomicBool,
     /// The queue was found full (the command thread ends the session).
     overflow: AtomicBool,
-    /// The [`weight`] of the queued actions, and its bound.
+    /// The [`weight`] of the queued actions (added by `submit`, taken off by whoever
+    /// takes an action off the queue), and its bound.
     bytes: AtomicUsize,
     max_bytes: usize,
 }
@@ -311,7 +312,7 @@ impl Worker {
                 _ => (delay * 2).clamp(self.config.backoff_min, self.config.backoff_max),
             };
             session = loop {
-                if !discard_for(actions, delay) {
+                if !discard_for(actions, delay, state) {
                     return;
                 }
                 match self.open() {
@@ -321,8 +322,9 @@ impl Worker {
                 delay = (delay * 2).clamp(self.config.backoff_min, self.config.backoff_max);
             };
             // Anything that slipped in while the failure was being noticed is dropped.
-            actions.drain().for_each(drop);
-            state.bytes.store(0, Ordering::Relaxed);
+            for action in actions.drain() {
+                state.bytes.fetch_sub(weight(&action), Ordering::Relaxed);
+            }
             state.overflow.store(false, Ordering::Release);
             state.accepting.store(true, Ordering::Release);
             restored = Some(Instant::now());
@@ -534,11 +536,13 @@ fn weight(action: &BusAction) -> usize {
 }
 
 /// Waits `delay` while dropping submitted actions; false if the bus was dropped.
-fn discard_for(actions: &flume::Receiver<BusAction>, delay: Duration) -> bool {
+fn discard_for(actions: &flume::Receiver<BusAction>, delay: Duration, state: &State) -> bool {
     let deadline = Instant::now() + delay;
     loop {
         match actions.recv_deadline(deadline) {
-            Ok(_) => {}
+            Ok(action) => {
+                state.bytes.fetch_sub(weight(&action), Ordering::Relaxed);
+            }
             Err(flume::RecvTimeoutError::Timeout) => return true,
             Err(flume::RecvTimeoutError::Disconnected) => return false,
         }
