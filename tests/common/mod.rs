@@ -27,6 +27,9 @@ use echochat::runtime::{serve_chat, serve_echo, RuntimeKind};
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// A real `redis-server` on a free port, for the cluster tests.
+pub mod redis;
+
 /// The out-of-tree runtime (see `examples/custom_runtime/`).
 #[path = "../../examples/custom_runtime/pool.rs"]
 mod pool;

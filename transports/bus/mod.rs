@@ -7,6 +7,8 @@
 
 use crate::cluster::{BusAction, BusEvent};
 
+pub mod redis;
+
 /// Where a bus reports its events (called from the bus's own threads).
 pub type Deliver = Box<dyn Fn(BusEvent) + Send + Sync>;
 
