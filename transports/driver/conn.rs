@@ -388,4 +388,22 @@ mod tests {
         assert_eq!(w.next(), WriteStep::Done);
         assert!(matches!(w.done_event::<()>(), Event::WriterDone(_, true)));
     }
+
+    #[test]
+    fn a_flush_wakes_the_hub_once_while_it_waits_for_one() {
+        let (tx, rx) = flume::unbounded();
+        let (ftx, _frx) = flume::unbounded();
+        let wake = Arc::new(AtomicBool::new(false));
+        let mut w = ConnWriter::new(ConnId(3), rx, ftx, Outstanding::default(), wake.clone());
+        tx.send(Bytes::from_static(b"abcdef")).unwrap();
+        assert_eq!(w.next(), WriteStep::Write);
+        assert!(
+            w.written::<()>(Ok(1)).is_none(),
+            "the hub waits for nothing"
+        );
+        wake.store(true, Ordering::Release);
+        assert!(matches!(w.written::<()>(Ok(1)), Some(Event::Wake)));
+        assert!(!wake.load(Ordering::Acquire), "one wake per wait");
+        assert!(w.written::<()>(Ok(1)).is_none());
+    }
 }
