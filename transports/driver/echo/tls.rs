@@ -26,8 +26,11 @@ use crate::net::TlsConfig;
 use crate::tls::TlsServerLayer;
 use crate::Instant;
 
-/// Most ciphertext bytes read at once.
+/// The first read buffer: enough for a TLS record, cheap for idle connections.
 const READ: usize = 16 * 1024;
+/// What the read buffer grows to while reads fill it (bulk traffic: bigger reads
+/// give bigger writes, fewer system calls per byte).
+const READ_MAX: usize = 64 * 1024;
 
 /// One echo connection's TLS state.
 pub(crate) struct EchoTls {
@@ -178,6 +181,9 @@ impl EchoTls {
                 log::debug!("tls echo connection: EOF without close_notify");
             }
             return Ok(());
+        }
+        if n == self.buf.len() && n < READ_MAX {
+            self.buf.resize(READ_MAX, 0);
         }
         match self.layer.handle_ciphertext(&self.buf[..n]) {
             Ok(taken) => self.leftover.extend_from_slice(&self.buf[taken..n]),
