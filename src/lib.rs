@@ -55,11 +55,11 @@ pub mod sim;
 #[path = "../transports/mod.rs"]
 mod transports;
 
-#[cfg(feature = "driver")]
-pub(crate) use transports::driver;
 #[cfg(feature = "cluster")]
 #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
 pub use transports::bus;
+#[cfg(feature = "driver")]
+pub(crate) use transports::driver;
 #[cfg(feature = "net")]
 #[cfg_attr(docsrs, doc(cfg(feature = "net")))]
 pub use transports::metrics;

@@ -43,6 +43,7 @@
 //! assert!(chat.poll_output().is_none());
 //! ```
 
+pub mod cluster;
 mod command;
 mod server;
 mod text;

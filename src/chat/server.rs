@@ -16,12 +16,15 @@ use bytes::{Bytes, BytesMut};
 use core::fmt::{self, Write as _};
 use core::time::Duration;
 
+use super::cluster::wire as cluster_wire;
+use super::cluster::Cluster;
 use super::command::Command;
 use super::text::{sanitize, valid_name};
 use crate::framing::{LineFramer, LineTooLong};
 use crate::telnet::{Event as TelnetEvent, TelnetDecoder};
 use crate::Instant;
 
+mod cluster;
 mod commands;
 
 /// A connection's identity: issued by [`ChatServer::handle_open`], monotonic, never reused.
@@ -164,6 +167,9 @@ pub enum Output {
         /// The connection.
         id: ConnId,
     },
+    /// Hand this to the cluster bus (only from a core made with
+    /// [`ChatServer::with_cluster`]; see `docs/cluster.md`).
+    Bus(crate::cluster::BusAction),
 }
 
 /// The caller broke the [`ChatServer`] protocol (a transport bug, never a peer's doing).
@@ -312,6 +318,8 @@ pub struct ChatServer {
     /// The latest `now` passed in (closes issued without one are timed from it).
     now: Instant,
     shut_down: bool,
+    /// This node's cluster state (`None`: a single node). See `server/cluster.rs`.
+    cluster: Option<alloc::boxed::Box<Cluster>>,
 }
 
 impl ChatServer {
@@ -339,6 +347,7 @@ impl ChatServer {
             pending_deadlines: BTreeSet::new(),
             now: Instant::ZERO,
             shut_down: false,
+            cluster: None,
         }
     }
 
@@ -458,7 +467,7 @@ impl ChatServer {
     /// What counts against `max_conns`: open, pending, and closed but not yet
     /// reported closed.
     fn occupied(&self) -> usize {
-        self.sink.conns.len() + self.closing.len() + self.pending.len()
+        self.sink.conns.len() + self.closing.len() + self.pending.len() + self.cluster_admitting()
     }
 
     /// Closes `id` silently if it is pending (`true`), with `reason`.
@@ -472,15 +481,18 @@ impl ChatServer {
     }
 
     /// Admits `id` (issued, not open): `guestN` in `#lobby`, welcomed, announced.
+    /// In a cluster the guest name is claimed first (see `server/cluster.rs`).
     fn admit(&mut self, now: Instant, id: ConnId) {
-        let nick = loop {
-            self.guests += 1;
-            let nick = alloc::format!("guest{}", self.guests);
-            if !self.nicks.contains_key(&nick) {
-                break nick;
-            }
-        };
-        self.nicks.insert(nick.clone(), id);
+        if self.cluster_admit(now, id) {
+            return;
+        }
+        let nick = self.next_guest();
+        self.admit_as(now, id, nick);
+    }
+
+    /// Admits `id` as `nick` (unused): in `#lobby`, welcomed, announced.
+    fn admit_as(&mut self, now: Instant, id: ConnId, nick: String) {
+        self.nicks.insert(nick.to_ascii_lowercase(), id);
         let room = self.room_for("lobby");
         let deadline = self.idle_timeout.map(|t| now + t);
         if let Some(d) = deadline {
@@ -498,7 +510,7 @@ impl ChatServer {
         let welcome = line(format_args!(
             "* welcome {}, {} users online",
             conn.nick,
-            self.sink.conns.len() + 1
+            self.users_online() + 1
         ));
         self.sink.conns.insert(id, conn);
         self.sink.transmit(id, welcome);
@@ -513,6 +525,7 @@ impl ChatServer {
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
         self.advance(now);
         if self.open_conn(id)?.is_none() {
+            self.cluster_early_data(id, data);
             return Ok(());
         }
         if !data.is_empty() {
@@ -526,13 +539,7 @@ impl ChatServer {
             match event {
                 TelnetEvent::Data(bytes) => {
                     conn.framer.push(bytes);
-                    while let Some(conn) = self.sink.conns.get_mut(&id) {
-                        let Some(item) = conn.framer.next_line() else {
-                            break;
-                        };
-                        self.handle_line(id, item);
-                        self.process_drops();
-                    }
+                    self.next_lines(id);
                 }
                 TelnetEvent::Interrupt => conn.framer.discard_partial(),
                 TelnetEvent::Reply(reply) => {
@@ -542,6 +549,21 @@ impl ChatServer {
             }
         }
         Ok(())
+    }
+
+    /// Handles the complete lines in `id`'s framer, in order; they wait there while a
+    /// cluster claim holds its input (a `/nick` being checked: `server/cluster.rs`).
+    fn next_lines(&mut self, id: ConnId) {
+        while !self.cluster_holds(id) {
+            let Some(conn) = self.sink.conns.get_mut(&id) else {
+                break;
+            };
+            let Some(item) = conn.framer.next_line() else {
+                break;
+            };
+            self.handle_line(id, item);
+            self.process_drops();
+        }
     }
 
     /// The transport wrote `n` more bytes of what was transmitted to `id`.
@@ -561,7 +583,10 @@ impl ChatServer {
     /// leaves (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
-        if self.close_pending(id, CloseReason::PeerClosed) {
+        if self.close_pending(id, CloseReason::PeerClosed)
+            || self.cluster_early_eof(id)
+            || self.cluster_held_eof(id)
+        {
             return Ok(());
         }
         let Some(conn) = self.open_conn(id)? else {
@@ -580,7 +605,9 @@ impl ChatServer {
     /// (`* nick left (connection reset)`, `Close{Reset}`).
     pub fn handle_reset(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
-        if self.close_pending(id, CloseReason::Reset) {
+        if self.close_pending(id, CloseReason::Reset)
+            || self.cluster_early_reset(id, CloseReason::Reset)
+        {
             return Ok(());
         }
         if self.open_conn(id)?.is_none() {
@@ -633,6 +660,7 @@ impl ChatServer {
             }
             self.close_pending(id, CloseReason::HandshakeTimeout);
         }
+        self.cluster_timeout(now);
     }
 
     /// The server stops at `now`: everyone gets `* server shutting down`, then a
@@ -644,6 +672,7 @@ impl ChatServer {
             return;
         }
         self.shut_down = true;
+        self.cluster_shutdown();
         for id in core::mem::take(&mut self.pending).into_keys() {
             self.close(id, CloseReason::Shutdown);
         }
@@ -681,7 +710,8 @@ impl ChatServer {
             .pending_deadlines
             .first()
             .map(|&(deadline, _)| deadline);
-        [idle, close, ready].into_iter().flatten().min()
+        let cluster = self.cluster.as_ref().map(|c| c.poll_timeout());
+        [idle, close, ready, cluster].into_iter().flatten().min()
     }
 
     /// Closed connections whose socket is not reported closed yet.
@@ -816,11 +846,29 @@ impl ChatServer {
         };
         r.members.insert(id);
         let notice = line(format_args!("* {} joined {}", conn.nick, r.name));
+        let (nick, name) = (conn.nick.clone(), r.name.clone());
         self.broadcast(room, (!tell_self).then_some(id), &notice);
+        self.cluster_publish(cluster_wire::Body::Enter {
+            nick,
+            room: name,
+            notice,
+        });
     }
 
-    /// Takes `id` out of `room` (deleted when empty); those left get `notice`.
-    fn exit_room(&mut self, id: ConnId, room: RoomId, notice: &Bytes) {
+    /// Takes `id` (called `nick`) out of `room` (deleted when empty); those left get
+    /// `notice`.
+    fn exit_room(&mut self, id: ConnId, nick: &str, room: RoomId, notice: &Bytes) {
+        let Some(r) = self.rooms.get_mut(&room) else {
+            return;
+        };
+        if self.cluster.is_some() {
+            let body = cluster_wire::Body::Exit {
+                nick: nick.into(),
+                room: r.name.clone(),
+                notice: notice.clone(),
+            };
+            self.cluster_publish(body);
+        }
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
         };
@@ -845,7 +893,8 @@ impl ChatServer {
         }
         self.close(id, reason);
         let notice = line(format_args!("* {} left ({})", conn.nick, why));
-        self.exit_room(id, conn.room, &notice);
+        self.exit_room(id, &conn.nick, conn.room, &notice);
+        self.cluster_release(&conn.nick);
     }
 
     /// Removes every connection whose send queue overflowed (worklist, no recursion).

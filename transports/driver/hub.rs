@@ -75,6 +75,8 @@ pub(crate) enum Event<S> {
     WriterDone(ConnId, bool),
     /// The server must stop (sent by the acceptor once it stopped accepting).
     Shutdown,
+    /// The cluster bus reported something (forwarded from the bus's threads).
+    Bus(crate::cluster::BusEvent),
 }
 
 impl<S> Event<S> {
@@ -157,6 +159,9 @@ pub(crate) struct Hub<S> {
     now: Instant,
     /// Open connections last added to the process-wide gauge.
     counted_open: usize,
+    /// The cluster bus the core's [`Output::Bus`] actions go to.
+    #[cfg(feature = "cluster")]
+    bus: Option<Box<dyn crate::bus::Bus>>,
     /// The simulator's log (`None`: not recording).
     #[cfg(feature = "sim")]
     log: Option<Vec<Logged>>,
@@ -177,9 +182,39 @@ impl<S: Sock> Hub<S> {
             waiting: Vec::new(),
             now: Instant::ZERO,
             counted_open: 0,
+            #[cfg(feature = "cluster")]
+            bus: None,
             #[cfg(feature = "sim")]
             log: None,
         }
+    }
+
+    /// A hub whose core is one node of a cluster, linked to the others by `bus`.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn with_cluster(
+        config: ChatConfig,
+        cluster: crate::chat::cluster::ClusterConfig,
+        bus: Box<dyn crate::bus::Bus>,
+    ) -> Self {
+        let mut hub = Hub::new(config);
+        hub.core = ChatServer::with_cluster(config, cluster);
+        hub.bus = Some(bus);
+        #[cfg(feature = "net")]
+        crate::metrics::global().bus_up(true);
+        hub
+    }
+
+    /// Hands `action` to the bus (never blocks: the bus queues it or drops it).
+    fn submit(&mut self, action: crate::cluster::BusAction) {
+        #[cfg(feature = "cluster")]
+        if let Some(bus) = &self.bus {
+            crate::metrics::global()
+                .bus_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bus.submit(action);
+        }
+        #[cfg(not(feature = "cluster"))]
+        let _ = action;
     }
 
     /// Starts logging every output executed and every flush reported to the core
@@ -314,6 +349,12 @@ impl<S: Sock> Hub<S> {
                 self.core.shutdown(now);
                 Ok(())
             }
+            Event::Bus(event) => {
+                #[cfg(feature = "net")]
+                crate::metrics::global().bus_event(&event);
+                self.core.handle_bus(now, event);
+                Ok(())
+            }
         };
         check(result);
         self.execute();
@@ -389,8 +430,11 @@ impl<S: Sock> Hub<S> {
             let Some(conn) = open.get(id) else {
                 return false; // closed: its permit sender is gone, the reader stops
             };
-            if !core.is_open(*id) && !core.is_pending(*id) {
+            if !core.is_open(*id) && !core.is_pending(*id) && !core.is_admitting(*id) {
                 return true; // not yet: asked again after the next event or timer
+            }
+            if core.is_input_held(*id) {
+                return true; // a cluster claim holds its input: not yet
             }
             // Full only if a permit is already waiting (the id was listed twice).
             let _ = conn.permit.try_send(());
@@ -490,6 +534,7 @@ impl<S: Sock> Hub<S> {
                         let _ = sock.shutdown(How::Both);
                     }
                 }
+                Output::Bus(action) => self.submit(action),
             }
         }
     }

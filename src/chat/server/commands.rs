@@ -40,22 +40,28 @@ impl ChatServer {
             Command::Say(text) => {
                 let msg = line(format_args!("<{}> {}", conn.nick, text));
                 self.broadcast(room, Some(id), &msg);
+                self.publish_say(room, msg);
             }
             Command::Me(text) => {
                 let msg = line(format_args!("* {} {}", conn.nick, text));
                 self.broadcast(room, Some(id), &msg);
+                self.publish_say(room, msg);
             }
             Command::Nick(name) => self.rename(id, name),
             Command::Join(name) => self.join(id, name),
             Command::Who => self.who(id, room),
             Command::Rooms => self.list_rooms(id),
-            Command::Msg { to, text } => match self.nicks.get(&to.to_ascii_lowercase()) {
-                Some(&target) => {
-                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
-                    self.sink.transmit(target, msg);
+            Command::Msg { to, text } => {
+                let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
+                match self.nicks.get(&to.to_ascii_lowercase()).copied() {
+                    Some(target) => self.sink.transmit(target, msg),
+                    None => {
+                        if !self.cluster_msg(id, to, msg) {
+                            self.error(id, format_args!("no such nick {to}"));
+                        }
+                    }
                 }
-                None => self.error(id, format_args!("no such nick {to}")),
-            },
+            }
             Command::Quit(reason) => {
                 self.sink.transmit(id, Bytes::from_static(b"* bye\n"));
                 if self.sink.alive(id) {
@@ -86,12 +92,42 @@ impl ChatServer {
             }
             _ => {}
         }
+        if self.cluster_rename(id, name) {
+            return;
+        }
+        self.apply_rename(id, name);
+    }
+
+    /// `id` is now `name` (checked): its room is told.
+    pub(super) fn apply_rename(&mut self, id: ConnId, name: &str) {
+        let Some(conn) = self.sink.conns.get_mut(&id) else {
+            return;
+        };
         let old = core::mem::replace(&mut conn.nick, String::from(name));
         let room = conn.room;
         self.nicks.remove(&old.to_ascii_lowercase());
-        self.nicks.insert(key, id);
+        self.nicks.insert(name.to_ascii_lowercase(), id);
         let notice = line(format_args!("* {old} is now known as {name}"));
         self.broadcast(room, None, &notice);
+        if self.cluster.is_some() {
+            let shown = self
+                .rooms
+                .get(&room)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            self.cluster_renamed(&old, name, &shown, &notice);
+        }
+    }
+
+    /// Publishes `msg` for `room`'s members on other nodes.
+    fn publish_say(&mut self, room: RoomId, msg: Bytes) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some(r) = self.rooms.get(&room) {
+            let room = r.name.clone();
+            self.cluster_publish(cluster_wire::Body::Say { room, line: msg });
+        }
     }
 
     fn join(&mut self, id: ConnId, name: &str) {
@@ -111,7 +147,8 @@ impl ChatServer {
         }
         let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
         let notice = line(format_args!("* {} left {}", conn.nick, shown));
-        self.exit_room(id, old, &notice);
+        let nick = conn.nick.clone();
+        self.exit_room(id, &nick, old, &notice);
         let new = self.room_for(name);
         if let Some(conn) = self.sink.conns.get_mut(&id) {
             conn.room = new;
@@ -129,6 +166,7 @@ impl ChatServer {
             .filter_map(|m| self.sink.conns.get(m))
             .map(|c| c.nick.as_str())
             .collect();
+        nicks.extend(self.cluster_members(&r.name[1..].to_ascii_lowercase()));
         nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
         let mut buf = BytesMut::new();
         let _ = write!(buf, "* in {}: ", r.name);
@@ -145,11 +183,20 @@ impl ChatServer {
     fn list_rooms(&mut self, id: ConnId) {
         let mut buf = BytesMut::new();
         buf.extend_from_slice(b"* rooms: ");
-        for (i, (name, n)) in self.rooms().enumerate() {
-            if i > 0 {
-                buf.extend_from_slice(b", ");
+        if self.cluster.is_some() {
+            for (i, (name, n)) in self.cluster_rooms().iter().enumerate() {
+                if i > 0 {
+                    buf.extend_from_slice(b", ");
+                }
+                let _ = write!(buf, "{name} ({n})");
             }
-            let _ = write!(buf, "{name} ({n})");
+        } else {
+            for (i, (name, n)) in self.rooms().enumerate() {
+                if i > 0 {
+                    buf.extend_from_slice(b", ");
+                }
+                let _ = write!(buf, "{name} ({n})");
+            }
         }
         buf.extend_from_slice(b"\n");
         self.sink.transmit(id, buf.freeze());

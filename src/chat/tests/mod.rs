@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::*;
 use crate::Instant;
 
+mod cluster;
 mod commands;
 mod limits;
 mod pending;
@@ -95,6 +96,7 @@ impl H {
                     assert!(self.closed.contains_key(&id), "abort before close");
                     assert!(self.aborted.insert(id), "{id:?} aborted twice");
                 }
+                Output::Bus(action) => panic!("bus action from a single node: {action:?}"),
             }
         }
         // Invariants after every drain.
