@@ -18,6 +18,7 @@ use super::*;
 use crate::Instant;
 
 mod cluster;
+mod cluster_prop;
 mod commands;
 mod limits;
 mod pending;
