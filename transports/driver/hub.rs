@@ -189,19 +189,25 @@ impl<S: Sock> Hub<S> {
         }
     }
 
-    /// A hub whose core is one node of a cluster, linked to the others by `bus`.
-    #[cfg(feature = "cluster")]
-    pub(crate) fn with_cluster(
+    /// A hub for `config`, one node of a cluster if the listener has a
+    /// [`ClusterLink`](crate::bus::ClusterLink). Returns the bus's events too: the
+    /// transport forwards them into the event channel as [`Event::Bus`] (on a thread
+    /// or task of its own, so the hub never waits for the bus).
+    #[cfg(feature = "net")]
+    pub(crate) fn for_listener(
         config: ChatConfig,
-        cluster: crate::chat::cluster::ClusterConfig,
-        bus: Box<dyn crate::bus::Bus>,
-    ) -> Self {
-        let mut hub = Hub::new(config);
-        hub.core = ChatServer::with_cluster(config, cluster);
-        hub.bus = Some(bus);
-        #[cfg(feature = "net")]
-        crate::metrics::global().bus_up(true);
-        hub
+        listener: &mut crate::net::Listener,
+    ) -> (Self, Option<flume::Receiver<crate::cluster::BusEvent>>) {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = listener.take_cluster() {
+            let mut hub = Hub::new(config);
+            hub.core = ChatServer::with_cluster(config, link.config);
+            hub.bus = Some(link.bus);
+            crate::metrics::global().bus_up(true);
+            return (hub, Some(link.events));
+        }
+        let _ = listener;
+        (Hub::new(config), None)
     }
 
     /// Hands `action` to the bus (never blocks: the bus queues it or drops it).

@@ -21,7 +21,7 @@ impl ChatServer {
     pub fn with_cluster(config: ChatConfig, cluster: ClusterConfig) -> Self {
         let mut server = ChatServer::new(config);
         let topic = cluster.topic.clone();
-        server.cluster = Some(Box::new(Cluster::new(cluster)));
+        server.cluster = Some(alloc::boxed::Box::new(Cluster::new(cluster)));
         server.bus(BusAction::Subscribe { topic });
         server
     }

@@ -17,7 +17,6 @@ use crate::cluster::{BusAction, BusEvent};
 /// One node: a core and what its clients received.
 pub(super) struct Node {
     pub(super) s: ChatServer,
-    pub(super) name: String,
     pub(super) inbox: BTreeMap<ConnId, String>,
     pub(super) closed: BTreeMap<ConnId, CloseReason>,
     /// Its bus actions not executed yet, in order.
@@ -49,17 +48,13 @@ impl Net {
         tune: impl Fn(ClusterConfig) -> ClusterConfig,
     ) -> Self {
         let nodes = (0..n)
-            .map(|i| {
-                let name = format!("n{i}");
-                Node {
-                    s: ChatServer::with_cluster(config, tune(ClusterConfig::new(name.clone(), 1))),
-                    name,
-                    inbox: BTreeMap::new(),
-                    closed: BTreeMap::new(),
-                    actions: VecDeque::new(),
-                    events: VecDeque::new(),
-                    subscribed: BTreeSet::new(),
-                }
+            .map(|i| Node {
+                s: ChatServer::with_cluster(config, tune(ClusterConfig::new(format!("n{i}"), 1))),
+                inbox: BTreeMap::new(),
+                closed: BTreeMap::new(),
+                actions: VecDeque::new(),
+                events: VecDeque::new(),
+                subscribed: BTreeSet::new(),
             })
             .collect();
         let mut net = Net {

@@ -12,7 +12,6 @@ use alloc::vec::Vec;
 use proptest::prelude::*;
 
 use super::cluster::Net;
-use super::*;
 
 #[derive(Debug, Clone)]
 enum Op {
