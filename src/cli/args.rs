@@ -96,6 +96,14 @@ pub struct ChatServerArgs {
     /// Drop clients silent for this many seconds (0 = never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub idle_timeout: u64,
+    /// Be one node of the cluster of chat servers sharing this bus
+    /// (`redis://HOST:PORT`; `memory://NAME` links servers of one process).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes [default: the
+    /// listening address and the process id].
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node_name: Option<String>,
     /// TLS options.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
