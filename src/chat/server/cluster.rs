@@ -158,13 +158,16 @@ impl ChatServer {
         }
     }
 
-    /// Data from a connection waiting for its guest claim: kept (`true`), up to
-    /// [`MAX_EARLY_INPUT`] bytes (the transport stops reading it there).
+    /// Data from a connection waiting for its guest claim: kept (`true`). Once
+    /// [`MAX_EARLY_INPUT`] bytes are kept the transport stops reading it
+    /// ([`is_admitting`](Self::is_admitting)), so at most one more read arrives, and
+    /// it is kept too: nothing is lost. Only a transport that reads anyway (a bug)
+    /// has the excess dropped, at twice the bound.
     pub(super) fn cluster_early_data(&mut self, id: ConnId, data: &[u8]) -> bool {
         let Some(a) = self.cluster.as_mut().and_then(|c| c.admitting.get_mut(&id)) else {
             return false;
         };
-        let room = MAX_EARLY_INPUT.saturating_sub(a.early.len());
+        let room = (2 * MAX_EARLY_INPUT).saturating_sub(a.early.len());
         a.early.extend_from_slice(&data[..data.len().min(room)]);
         true
     }
