@@ -12,6 +12,8 @@
 //! let text = echochat::metrics::render();
 //! assert!(text.contains("# TYPE echochat_connections_open gauge"));
 //! assert!(text.contains("echochat_bytes_total{direction=\"in\"}"));
+//! // Cluster bus traffic (`echochat_bus_up` too, once a server has a bus).
+//! assert!(text.contains("echochat_bus_events_total{direction=\"out\"}"));
 //! ```
 
 use std::fmt::Write as _;
