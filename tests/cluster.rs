@@ -83,7 +83,7 @@ fn clients_on_three_nodes_chat(target: Target) {
         }
     }
     c.send_line("/who");
-    let mut want = vec!["alice".to_string(), nb.clone(), nc.clone()];
+    let mut want = ["alice".to_string(), nb.clone(), nc.clone()];
     want.sort_by_key(|n| n.to_ascii_lowercase());
     assert_eq!(
         c.read_line().unwrap(),

@@ -2,10 +2,10 @@
 //! [`ClusterConfig`], the other nodes it hears (their sequence numbers, last
 //! heartbeat, and users: the replicated presence), and its own claims in flight.
 //! Pure bookkeeping, no I/O; the rules that use it are in `server/cluster.rs`, the
-//! payload encoding in [`wire`].
+//! payload encoding in `cluster/wire.rs`.
 //!
 //! Every table is bounded: at most [`MAX_NODES`] other nodes, each with at most
-//! [`wire::MAX_USERS`] users; at most one guest or rename claim per connection, and
+//! 100 000 users (a heartbeat's bound); at most one guest or rename claim per connection, and
 //! renewals that time out after [`ClusterConfig::claim_timeout`].
 
 use alloc::collections::{BTreeMap, BTreeSet};
