@@ -401,8 +401,11 @@ impl ChatServer {
         self.sink.out.push_back(Output::Bus(action));
     }
 
-    /// Sends a claim of `key` for this node; returns its token.
-    fn send_claim(&mut self, now: Instant, key: String, purpose: Purpose) -> u64 {
+    /// Sends a claim of `key` for this node; returns its token. Timed from the
+    /// latest `now` seen (not `_now`, which may be late), so that deadlines grow
+    /// with tokens (see `Cluster::claims`).
+    fn send_claim(&mut self, _now: Instant, key: String, purpose: Purpose) -> u64 {
+        let now = self.now;
         let Some(c) = self.cluster.as_mut() else {
             return 0;
         };
