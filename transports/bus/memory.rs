@@ -320,6 +320,58 @@ mod tests {
     }
 
     #[test]
+    fn a_bus_that_falls_behind_reports_lost_then_restored() {
+        let name = "unit-memory-3";
+        // A receiver that does not take events until told: the worker waits in
+        // `deliver`, the queue fills, and further actions are dropped.
+        let (gate_tx, gate) = flume::bounded::<()>(0);
+        let (tx, rx) = flume::unbounded();
+        let deliver: Deliver = Box::new(move |e| {
+            if matches!(e, BusEvent::Claimed { token: 0, .. }) {
+                let _ = gate.recv();
+            }
+            let _ = tx.send(e);
+        });
+        let a = MemoryBus::connect(name, "a", deliver).unwrap();
+        let claim = |token| BusAction::Claim {
+            token,
+            key: "k".into(),
+            owner: "a".into(),
+            ttl: Duration::from_secs(5),
+        };
+        a.submit(claim(0)); // blocks the worker in `deliver`
+        for token in 1..=(QUEUE as u64 + 10) {
+            a.submit(claim(token));
+        }
+        gate_tx.send(()).unwrap();
+        let mut answered = 0;
+        loop {
+            match next(&rx) {
+                BusEvent::Claimed { .. } => answered += 1,
+                BusEvent::Lost => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        assert!(answered <= QUEUE + 1, "some actions were dropped");
+        // Caught up: Restored, and the bus works again.
+        loop {
+            match next(&rx) {
+                BusEvent::Claimed { .. } => {}
+                BusEvent::Restored => break,
+                other => panic!("{other:?}"),
+            }
+        }
+        a.submit(claim(99_999));
+        assert_eq!(
+            next(&rx),
+            BusEvent::Claimed {
+                token: 99_999,
+                won: true
+            }
+        );
+    }
+
+    #[test]
     fn a_cut_link_reports_lost_then_restored() {
         let name = "unit-memory-2";
         let (d1, r1) = recorder();

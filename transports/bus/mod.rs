@@ -8,7 +8,9 @@
 use crate::chat::cluster::ClusterConfig;
 use crate::cluster::{BusAction, BusEvent};
 
-/// Where a bus reports its events (called from the bus's own threads).
+/// Where a bus reports its events (called from the bus's own threads, in order).
+/// The one made by [`ClusterLink::connect`] may block briefly while the chat hub
+/// catches up (its channel is bounded); it never waits for the bus itself.
 pub type Deliver = Box<dyn Fn(BusEvent) + Send + Sync>;
 
 /// A connection to the cluster bus.

@@ -358,6 +358,11 @@ impl<S: Sock> Hub<S> {
             Event::Bus(event) => {
                 #[cfg(feature = "net")]
                 crate::metrics::global().bus_event(&event);
+                match event {
+                    crate::cluster::BusEvent::Lost => log::warn!("cluster bus lost"),
+                    crate::cluster::BusEvent::Restored => log::warn!("cluster bus restored"),
+                    _ => {}
+                }
                 self.core.handle_bus(now, event);
                 Ok(())
             }
