@@ -63,6 +63,21 @@ pub fn connect(url: &str, node: &str, deliver: Deliver) -> Result<Box<dyn Bus>, 
 /// node's [`ClusterConfig`]. Hand it to a server with
 /// [`Listener::with_cluster`](crate::net::Listener::with_cluster); every runtime
 /// forwards the events to the core and the core's actions to the bus.
+///
+/// ```
+/// use echochat::bus::ClusterLink;
+/// use echochat::chat::cluster::ClusterConfig;
+/// use echochat::net::Listener;
+///
+/// // Two nodes of one process on an in-process bus (`redis://HOST:PORT` across hosts).
+/// for node in ["a", "b"] {
+///     let link = ClusterLink::connect("memory://doc-example", ClusterConfig::new(node, 1))?;
+///     let listener = Listener::bind("127.0.0.1:0", false)?.with_cluster(link);
+///     // echochat::runtime::RuntimeKind::Tokio.serve_chat(listener, config, shutdown)
+///     # drop(listener);
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct ClusterLink {
     pub(crate) config: ClusterConfig,
     pub(crate) bus: Box<dyn Bus>,
