@@ -1334,9 +1334,29 @@ fn a_one_node_cluster_chats_as_usual() {
     let server = Server::start(
         "chat-server",
         "tokio",
-        &["--cluster", "memory://cli-solo", "--node-name", "solo"],
+        &[
+            "-v",
+            "--metrics",
+            "127.0.0.1:0",
+            "--cluster",
+            "memory://cli-solo",
+            "--node-name",
+            "solo",
+        ],
     );
     let addr = server.addr();
+    let deadline = Instant::now() + DEADLINE;
+    let metrics = loop {
+        let log = server.proc.stderr();
+        if let Some(rest) = log.split("metrics on http://").nth(1) {
+            break rest.split("/metrics").next().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address logged: {log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
     let bob = Proc::spawn(&["chat-client", "--addr", &addr]);
     bob.wait_for_line("bob's welcome", |l| {
         l.starts_with("* welcome guest1, 1 users online")
@@ -1345,6 +1365,11 @@ fn a_one_node_cluster_chats_as_usual() {
     bob.wait_for_line("alice's rename", |l| l == "* guest2 is now known as alice");
     alice.send("hello bob\n");
     bob.wait_for_line("alice's message", |l| l == "<alice> hello bob");
+    // Its own events come back from the bus (and are ignored): both directions move.
+    let text = http_get(&metrics, "/metrics");
+    assert_eq!(sample(&text, "echochat_bus_up"), 1.0, "{text}");
+    assert!(sample(&text, "echochat_bus_events_total{direction=\"out\"}") >= 1.0);
+    assert!(sample(&text, "echochat_bus_events_total{direction=\"in\"}") >= 1.0);
     server.proc.signal("TERM");
     bob.wait_for_line("the shutdown notice", |l| l == "* server shutting down");
     bob.finish()
