@@ -7,6 +7,7 @@
 
 mod common;
 
+use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -20,6 +21,7 @@ conformance!(
     the_same_nick_on_two_nodes_at_once,
     a_stopped_node_is_announced,
     a_cut_off_node_is_lost_then_back,
+    many_clients_on_three_nodes_lose_nothing,
 );
 
 /// A bus name of its own for each test.
@@ -167,4 +169,56 @@ fn a_cut_off_node_is_lost_then_back(target: Target) {
     a.expect_line(|l| l == "* bob joined #lobby");
     a.send_line("back?");
     b.expect_line(|l| l.ends_with("> back?"));
+}
+
+/// 30 clients over 3 nodes, 100 lines each as fast as they can: every line reaches
+/// every other client, in per-sender order, with no loss notice.
+fn many_clients_on_three_nodes_lose_nothing(target: Target) {
+    const PER_NODE: usize = 10;
+    const LINES: usize = 100;
+    let url = bus("many", target);
+    let config = ChatConfig::default().with_send_queue(4 << 20);
+    let servers: Vec<Server> = (0..3)
+        .map(|i| target.chat_node(config, &url, ClusterConfig::new(format!("n{i}"), 1)))
+        .collect();
+    let clients: Vec<ChatClient> = (0..3 * PER_NODE)
+        .map(|i| ChatClient::connect(&servers[i % 3]))
+        .collect();
+    let total = clients.len();
+    let mut threads = Vec::new();
+    for (i, mut c) in clients.into_iter().enumerate() {
+        let mut out = c.stream().try_clone().unwrap();
+        threads.push(std::thread::spawn(move || {
+            for k in 0..LINES {
+                out.write_all(format!("c{i}-{k}\n").as_bytes())
+                    .expect("send");
+            }
+        }));
+        threads.push(std::thread::spawn(move || {
+            let mut next = vec![0usize; total];
+            let mut left = (total - 1) * LINES;
+            while left > 0 {
+                let line = c.read_line().expect("connection open");
+                assert!(
+                    !line.contains("missed") && !line.contains("unreachable"),
+                    "{line}"
+                );
+                let Some((_, text)) = line.split_once("> c") else {
+                    continue; // joined notices
+                };
+                let (from, k) = text.split_once('-').expect("c<i>-<k>");
+                let (from, k): (usize, usize) = (from.parse().unwrap(), k.parse().unwrap());
+                assert_ne!(from, i, "own line back");
+                assert_eq!(
+                    k, next[from],
+                    "client {i}: from {from}, in order, none lost"
+                );
+                next[from] += 1;
+                left -= 1;
+            }
+        }));
+    }
+    for t in threads {
+        t.join().expect("client thread");
+    }
 }
