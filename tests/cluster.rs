@@ -222,3 +222,38 @@ fn many_clients_on_three_nodes_lose_nothing(target: Target) {
         t.join().expect("client thread");
     }
 }
+
+#[cfg(feature = "tls")]
+mod over_tls {
+    use super::*;
+
+    conformance!(a_tls_client_talks_across_nodes_before_its_welcome);
+
+    /// A TLS client on one node (admitted once its handshake is done, then once its
+    /// guest name is claimed) types before its welcome; a plaintext client on another
+    /// node sees it all, in order.
+    fn a_tls_client_talks_across_nodes_before_its_welcome(target: Target) {
+        let url = bus("tls", target);
+        let tls = target
+            .tls()
+            .chat_node(ChatConfig::default(), &url, ClusterConfig::new("n0", 1));
+        let plain = target.chat_node(ChatConfig::default(), &url, ClusterConfig::new("n1", 1));
+        let (mut a, _) = join(&plain);
+        let mut b = common::tls::TlsClient::connect(&tls);
+        b.send_line("/nick secure");
+        b.send_line("hello from tls");
+        let guest = b.welcome();
+        assert_eq!(
+            b.read_line().unwrap(),
+            format!("* {guest} is now known as secure")
+        );
+        a.expect_line(|l| l == format!("* {guest} joined #lobby"));
+        assert_eq!(
+            a.read_line().unwrap(),
+            format!("* {guest} is now known as secure")
+        );
+        assert_eq!(a.read_line().unwrap(), "<secure> hello from tls");
+        a.send_line("hi secure");
+        assert_eq!(b.read_line().unwrap(), format!("<{}> hi secure", a.nick));
+    }
+}
