@@ -118,3 +118,75 @@ proptest! {
         run(3, &ops);
     }
 }
+
+/// Users hopping between rooms and renaming, any interleaving: once the bus
+/// settles, every user of every node sees the same `/rooms`, and each room's
+/// `/who` lists exactly its members on every node.
+fn run_rooms(nodes: usize, ops: &[(usize, usize, usize)]) {
+    const ROOMS: [&str; 3] = ["lobby", "Rust", "rust-fans"];
+    let mut net = Net::new(nodes);
+    let mut users = Vec::new();
+    for i in 0..nodes {
+        for _ in 0..2 {
+            users.push((i, net.open(i)));
+        }
+    }
+    for &(kind, u, arg) in ops {
+        let (i, id) = users[u % users.len()];
+        match kind % 4 {
+            0 => net.send_only(i, id, &format!("/join {}\n", ROOMS[arg % ROOMS.len()])),
+            1 => net.send_only(i, id, &format!("/nick {}\n", NAMES[arg % NAMES.len()])),
+            2 => {
+                net.step_action(arg % nodes);
+            }
+            _ => {
+                net.step_event(arg % nodes);
+            }
+        }
+    }
+    net.pump();
+    net.clear();
+    // The truth: each user's room (local view of itself) and nick.
+    let mut members: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for &(i, id) in &users {
+        let room = net.nodes[i].s.room_of(id).unwrap().to_ascii_lowercase();
+        members.entry(room).or_default().push(net.nick(i, id));
+    }
+    let mut rooms_line = None;
+    for &(i, id) in &users {
+        net.send(i, id, "/rooms\n");
+        let got = net.take(i, id);
+        let first = rooms_line.get_or_insert_with(|| got.clone());
+        assert_eq!(&got, first, "every node lists the same rooms");
+        for (room, nicks) in &members {
+            assert!(
+                got.to_ascii_lowercase()
+                    .contains(&format!("{room} ({})", nicks.len())),
+                "{got} vs {members:?}"
+            );
+        }
+        net.send(i, id, "/who\n");
+        let who = net.take(i, id);
+        let room = net.nodes[i].s.room_of(id).unwrap().to_ascii_lowercase();
+        let mut want = members[&room].clone();
+        want.sort_by_key(|n| n.to_ascii_lowercase());
+        let listed = who
+            .trim_end()
+            .split_once(": ")
+            .map(|(_, l)| l.to_string())
+            .unwrap_or_default();
+        assert_eq!(listed, want.join(", "), "{who}");
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(200))]
+
+    #[test]
+    fn rooms_and_presence_converge(
+        nodes in 2usize..=3,
+        ops in proptest::collection::vec((0usize..4, 0usize..6, 0usize..6), 0..120),
+    ) {
+        run_rooms(nodes, &ops);
+    }
+}
