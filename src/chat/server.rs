@@ -828,11 +828,15 @@ impl ChatServer {
         }
         let room = self.next_room;
         self.next_room += 1;
+        // In a cluster a room that exists on other nodes keeps its spelling.
+        let name = self
+            .cluster_room_name(&key)
+            .unwrap_or_else(|| alloc::format!("#{name}"));
         self.room_index.insert(key, room);
         self.rooms.insert(
             room,
             Room {
-                name: alloc::format!("#{name}"),
+                name,
                 members: BTreeSet::new(),
             },
         );

@@ -307,6 +307,11 @@ impl ChatServer {
         true
     }
 
+    /// The name (with `#`) of the room `key` (lowercased, no `#`) on other nodes.
+    pub(super) fn cluster_room_name(&self, key: &str) -> Option<String> {
+        Some(self.cluster.as_ref()?.rooms.get(key)?.name.clone())
+    }
+
     /// The nicks of `room`'s members on other nodes (`room`: lowercased, no `#`).
     pub(super) fn cluster_members(&self, room: &str) -> Vec<&str> {
         self.cluster

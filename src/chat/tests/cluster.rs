@@ -427,13 +427,13 @@ fn who_rooms_and_msg_see_every_node() {
     assert_eq!(net.take(0, a), "(pm) <Bob> back\n");
     net.send(0, a, "/msg nobody x\n");
     assert_eq!(net.take(0, a), "! no such nick nobody\n");
-    // Joining a room that lives only on the other node.
+    // Joining a room that lives only on the other node: its spelling is kept.
     net.send(0, a, "/join RUST\n");
-    assert_eq!(net.lines(0, a), ["* alice joined #RUST"]);
-    assert_eq!(net.lines(1, c), ["* alice joined #RUST"]);
+    assert_eq!(net.lines(0, a), ["* alice joined #rust"]);
+    assert_eq!(net.lines(1, c), ["* alice joined #rust"]);
     assert_eq!(net.lines(1, b), ["* alice left #lobby"]);
     net.send(0, a, "/who\n");
-    assert_eq!(net.take(0, a), "* in #RUST: alice, guest3\n");
+    assert_eq!(net.take(0, a), "* in #rust: alice, guest3\n");
     let d = net.open(0);
     // Node 0's own counter is at 2, and guest2 is free again (renamed to Bob).
     assert!(net
