@@ -381,22 +381,24 @@ impl ChatServer {
         self.process_drops();
     }
 
-    /// The server stops: connections waiting for a guest name are closed, the other
-    /// nodes are told (`Bye`: its users leave `(server shutting down)` there), every
-    /// nick is released, and the cluster state is dropped (no more heartbeats).
+    /// The server stops: connections waiting for a guest name are closed, every
+    /// nick (and name being claimed) is released, then the other nodes are told
+    /// (`Bye`: its users leave `(server shutting down)` there, their nicks already
+    /// free), and the cluster state is dropped (no more heartbeats).
     pub(super) fn cluster_shutdown(&mut self) {
         let Some(c) = self.cluster.as_mut() else {
             return;
         };
         let admitting: Vec<ConnId> = core::mem::take(&mut c.admitting).into_keys().collect();
+        let mut keys: BTreeSet<String> = core::mem::take(&mut c.reserved);
+        keys.extend(self.nicks.keys().cloned());
         for id in admitting {
             self.close(id, CloseReason::Shutdown);
         }
-        self.cluster_publish(wire::Body::Bye);
-        let nicks: Vec<String> = self.nicks.keys().cloned().collect();
-        for nick in nicks {
-            self.cluster_release(&nick);
+        for key in keys {
+            self.cluster_release(&key);
         }
+        self.cluster_publish(wire::Body::Bye);
         self.cluster = None;
     }
 

@@ -565,6 +565,10 @@ fn graceful_shutdown_is_announced_and_releases_nicks() {
     assert_eq!(net.take(1, b), "* server shutting down\n");
     assert_eq!(net.take(0, a), "* bob left (server shutting down)\n");
     assert!(!net.claims.contains_key("bob"));
+    // Released before the others were told: the nick is free for them at once.
+    net.send(0, a, "/nick bob\n");
+    assert_eq!(net.nick(0, a), "bob");
+    net.clear();
     assert!(net.nodes[1].s.poll_timeout().is_none_or(|t| t > now));
     net.run_to(20_000, 1000);
     assert!(net.nodes[1].s.is_finished());
