@@ -84,6 +84,13 @@ pub struct EchoServerConfig {
     /// After shutdown, how long clients may take to get their pending echoes before
     /// their sockets are closed anyway (default 2 s).
     pub shutdown_grace: Duration,
+    /// Most connections from one address (`--max-conns-per-ip`, default `Some(32)`;
+    /// `None` or `Some(0)`: no limit); extra ones are closed at once. Applies to
+    /// [`EchoServer::handle_accept_from`] only.
+    pub max_conns_per_ip: Option<usize>,
+    /// Whether loopback sources are exempt from `max_conns_per_ip` (default true;
+    /// `--no-loopback-exempt`).
+    pub loopback_exempt: bool,
 }
 
 impl Default for EchoServerConfig {
@@ -93,6 +100,8 @@ impl Default for EchoServerConfig {
             max_conns: None,
             once: false,
             shutdown_grace: Duration::from_secs(2),
+            max_conns_per_ip: Some(32),
+            loopback_exempt: true,
         }
     }
 }

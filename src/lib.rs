@@ -30,6 +30,7 @@
 
 extern crate alloc;
 
+mod addr_limit;
 pub mod chat;
 pub mod cluster;
 pub mod echo;

@@ -57,10 +57,11 @@ fn chat_seeds() {
         }
     }
     println!(
-        "chat: {} seeds, {} events, {} connections, {} hub batches (largest {}), {} messages delivered, {} verified not lost, closes {closes:?}",
+        "chat: {} seeds, {} events, {} connections ({} paused by flow control), {} hub batches (largest {}), {} messages delivered, {} verified not lost, closes {closes:?}",
         reports.len(),
         sum(|r| r.events),
         sum(|r| r.connections),
+        sum(|r| r.paused),
         sum(|r| r.batches),
         reports.iter().map(|r| r.max_batch).max().unwrap_or(0),
         sum(|r| r.delivered),

@@ -109,9 +109,13 @@ impl RuntimeKind {
                 service.serve(rt, listener, shutdown).await
             }),
             #[allow(unreachable_patterns)]
-            other => Err(ServeError::RuntimeUnavailable {
-                runtime: other.to_string(),
-            }),
+            other => {
+                // Built without any runtime (`net` alone): nothing can serve.
+                let _ = (listener, service, shutdown);
+                Err(ServeError::RuntimeUnavailable {
+                    runtime: other.to_string(),
+                })
+            }
         }
     }
 }

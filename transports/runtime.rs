@@ -530,7 +530,9 @@ async fn chat_writer<R: Runtime>(
                     let k = writer.slices(&mut slices);
                     rt.write_vectored(&sock, &slices[..k]).await
                 };
-                writer.written(result);
+                if let Some(wake) = writer.written(result) {
+                    let _ = events.send_async(wake).await;
+                }
             }
             WriteStep::Done => break,
         }

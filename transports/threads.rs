@@ -421,7 +421,9 @@ fn chat_writer(
                 let mut slices = [IoSlice::new(&[]); MAX_IOSLICES];
                 let k = writer.slices(&mut slices);
                 let result = (&*sock).write_vectored(&slices[..k]);
-                writer.written(result);
+                if let Some(wake) = writer.written(result) {
+                    let _ = events.send(wake);
+                }
             }
             WriteStep::Done => break,
         }

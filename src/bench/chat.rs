@@ -17,7 +17,8 @@ use super::{connect_all, resolve, BenchError, Common, Stop, IO_TIMEOUT};
 /// `bench chat` arguments.
 #[derive(Debug, clap::Args)]
 pub struct ChatArgs {
-    /// Chat server address.
+    /// Chat server address; several, comma-separated, spread the clients over the
+    /// nodes of a cluster (client i connects to address i mod N).
     #[arg(long, default_value = "127.0.0.1:12346")]
     pub addr: String,
     /// Clients, all in the server's default room.
@@ -48,6 +49,8 @@ pub struct ChatArgs {
 struct ChatReport {
     kind: &'static str,
     addr: SocketAddr,
+    /// Servers the clients were spread over (`--addr A,B,…`).
+    nodes: usize,
     /// Over TLS (`--tls`, `--ca`).
     tls: bool,
     clients: usize,
@@ -78,8 +81,12 @@ impl std::fmt::Display for ChatReport {
             .map_or("flat out".to_owned(), |r| format!("{r}/s each"));
         writeln!(
             f,
-            "chat against {}{}: {}/{} clients × {} lines × {} B, {rate}",
+            "chat against {}{}{}: {}/{} clients × {} lines × {} B, {rate}",
             self.addr,
+            match self.nodes {
+                1 => String::new(),
+                n => format!(" and {} more nodes", n - 1),
+            },
             if self.tls { " (TLS)" } else { "" },
             self.connected,
             self.clients,
@@ -150,7 +157,13 @@ struct Received {
 }
 
 pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
-    let addr = resolve(&args.addr)?;
+    let addrs = args
+        .addr
+        .split(',')
+        .map(|a| resolve(a.trim()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let addr = addrs[0];
+    let first_addr = args.addr.split(',').next().unwrap_or_default();
     let clients = args.clients.max(1);
     if matches!(args.rate, Some(r) if !(r > 0.0 && r.is_finite())) {
         return Err(BenchError::BadArgument("--rate must be positive".into()));
@@ -161,9 +174,10 @@ pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
 
     // Connect everyone and wait for each one's first server line (the welcome): from
     // then on the client is in the room and will get every later broadcast.
-    let tls = Tls::from_args(&args.tls, &args.addr)?;
+    let tls = Tls::from_args(&args.tls, first_addr)?;
     let (conns, mut errors) = connect_all(addr, clients, 64, |i| {
         let tls = tls.clone();
+        let addr = addrs[i % addrs.len()];
         async move {
             let (rd, wr) = conn::connect(addr, tls.as_ref()).await?.into_split();
             let mut rd = BufReader::with_capacity(64 * 1024, rd);
@@ -256,6 +270,7 @@ pub async fn run(args: ChatArgs, stop: Stop) -> Result<(), BenchError> {
     let report = ChatReport {
         kind: "chat",
         addr,
+        nodes: addrs.len(),
         tls: tls.is_some(),
         clients,
         connected: connected as usize,

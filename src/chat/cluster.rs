@@ -184,8 +184,6 @@ pub(crate) struct Cluster {
     pub(crate) reserved: BTreeSet<String>,
     /// Connections with a rename claim in flight → its token.
     pub(crate) renaming: BTreeMap<ConnId, u64>,
-    /// Connections whose EOF came while their input was held.
-    pub(crate) held_eof: BTreeSet<ConnId>,
     /// Connections waiting for their guest claim.
     pub(crate) admitting: BTreeMap<ConnId, Admitting>,
     pub(crate) stats: ClusterStats,
@@ -206,7 +204,6 @@ impl Cluster {
             next_token: 1,
             reserved: BTreeSet::new(),
             renaming: BTreeMap::new(),
-            held_eof: BTreeSet::new(),
             admitting: BTreeMap::new(),
             stats: ClusterStats::default(),
         }

@@ -57,5 +57,8 @@ mod text;
 mod tests;
 
 pub use command::Command;
-pub use server::{ChatConfig, ChatError, ChatServer, CloseReason, ConnId, Output};
-pub use text::{sanitize, valid_name, MAX_NAME, REPLACEMENT};
+pub use server::{
+    reply_budget, reply_width, ChatConfig, ChatError, ChatServer, CloseReason, ConnId, Output,
+    LINE_OVERHEAD, MAX_REPLY_COST, MIN_REPLY_WIDTH, RESERVED_NICK,
+};
+pub use text::{is_look_alike, sanitize, valid_name, MAX_NAME, REPLACEMENT};

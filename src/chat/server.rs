@@ -8,12 +8,22 @@
 //! the connection doomed and puts it on a worklist; [`ChatServer::process_drops`]
 //! removes doomed connections one by one (each one's `left` notice may doom
 //! others). Every connection is doomed at most once, so the loop ends.
+//!
+//! Flow control (see [`ChatServer::wants_read`]): input is processed item by item
+//! (a line, a telnet reply or interrupt), and before each item the core checks
+//! whether the connection is paused. A paused connection's unprocessed input stays
+//! in its `inbox` (raw bytes) and its framer (complete lines), and the connection is
+//! on `stalled`; [`ChatServer::resume`] processes stalled connections again when
+//! something that can unpause them happened (`Sink::resume`).
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::string::String;
 use alloc::vec::Vec;
 use bytes::{Bytes, BytesMut};
 use core::fmt::{self, Write as _};
+use core::net::IpAddr;
+
+use crate::addr_limit::AddrLimit;
 use core::time::Duration;
 
 use super::cluster::wire as cluster_wire;
@@ -26,6 +36,8 @@ use crate::Instant;
 
 mod cluster;
 mod commands;
+
+pub use commands::{reply_budget, reply_width, MAX_REPLY_COST, MIN_REPLY_WIDTH, RESERVED_NICK};
 
 /// A connection's identity: issued by [`ChatServer::handle_open`], monotonic, never reused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -40,7 +52,8 @@ pub struct ChatConfig {
     /// Most bytes queued for one client before it is dropped (`--send-queue`, default 256 KiB).
     pub send_queue: usize,
     /// Drop clients silent for this long (`--idle-timeout`, default off).
-    /// `Some(Duration::ZERO)` also means off, like `--idle-timeout 0`.
+    /// `Some(Duration::ZERO)` also means off, like `--idle-timeout 0`. A client the
+    /// core is not reading (paused: see [`ChatServer::wants_read`]) is not idle.
     pub idle_timeout: Option<Duration>,
     /// Most simultaneous clients (`--max-conns`, default unlimited). Connections
     /// still flushing after their close count too.
@@ -54,6 +67,25 @@ pub struct ChatConfig {
     /// handshake under way) may take to become ready before the core closes it
     /// (`Close{HandshakeTimeout}`). Default 10 s.
     pub ready_timeout: Duration,
+    /// Most lines per second read from one client, commands included
+    /// (`--flood-rate`, default off; `Some(0)` is off too). Excess lines are not
+    /// dropped: the client is not read ([`ChatServer::wants_read`] is false) until its
+    /// token bucket refills.
+    pub flood_rate: Option<u32>,
+    /// Lines a client may send at once before `flood_rate` applies (`--flood-burst`,
+    /// default 10; 0 counts as 1). Unused while `flood_rate` is off.
+    pub flood_burst: u32,
+    /// How long a client's queued output may stay above half of `send_queue` before
+    /// it is dropped (`send queue exceeded`), as a client that stopped reading.
+    /// Default 2 s.
+    pub stall_timeout: Duration,
+    /// Most connections from one address, open or still closing
+    /// (`--max-conns-per-ip`, default `Some(32)`; `None` or `Some(0)`: no limit).
+    /// Applies to [`ChatServer::handle_open_from`] only.
+    pub max_conns_per_ip: Option<usize>,
+    /// Whether loopback sources (127.0.0.0/8, `::1`, and their IPv4-mapped forms)
+    /// are exempt from `max_conns_per_ip` (default true; `--no-loopback-exempt`).
+    pub loopback_exempt: bool,
 }
 
 impl ChatConfig {
@@ -92,6 +124,36 @@ impl ChatConfig {
         self.ready_timeout = ready_timeout;
         self
     }
+
+    /// This configuration with another `flood_rate` (`None` or 0: off).
+    pub fn with_flood_rate(mut self, flood_rate: Option<u32>) -> Self {
+        self.flood_rate = flood_rate;
+        self
+    }
+
+    /// This configuration with another `flood_burst`.
+    pub fn with_flood_burst(mut self, flood_burst: u32) -> Self {
+        self.flood_burst = flood_burst;
+        self
+    }
+
+    /// This configuration with another `stall_timeout`.
+    pub fn with_stall_timeout(mut self, stall_timeout: Duration) -> Self {
+        self.stall_timeout = stall_timeout;
+        self
+    }
+
+    /// This configuration with another `max_conns_per_ip` (`None` or 0: no limit).
+    pub fn with_max_conns_per_ip(mut self, max_conns_per_ip: Option<usize>) -> Self {
+        self.max_conns_per_ip = max_conns_per_ip;
+        self
+    }
+
+    /// This configuration with another `loopback_exempt`.
+    pub fn with_loopback_exempt(mut self, loopback_exempt: bool) -> Self {
+        self.loopback_exempt = loopback_exempt;
+        self
+    }
 }
 
 impl Default for ChatConfig {
@@ -103,6 +165,11 @@ impl Default for ChatConfig {
             max_conns: None,
             close_grace: Duration::from_secs(2),
             ready_timeout: Duration::from_secs(10),
+            flood_rate: None,
+            flood_burst: 10,
+            stall_timeout: Duration::from_secs(2),
+            max_conns_per_ip: Some(32),
+            loopback_exempt: true,
         }
     }
 }
@@ -117,7 +184,8 @@ pub enum CloseReason {
     PeerClosed,
     /// The connection failed (reset, I/O error).
     Reset,
-    /// The client read too slowly: its queue passed `send_queue`.
+    /// The client read too slowly: its queue passed `send_queue`, or stayed above
+    /// half of it for `stall_timeout`.
     SendQueueExceeded,
     /// The client was silent longer than `idle_timeout`.
     IdleTimeout,
@@ -128,6 +196,9 @@ pub enum CloseReason {
     /// A pending connection did not become ready within
     /// [`ChatConfig::ready_timeout`] (its TLS handshake did not finish).
     HandshakeTimeout,
+    /// `max_conns_per_ip` connections from the client's address were already open
+    /// or closing.
+    TooManyFromAddress,
 }
 
 impl CloseReason {
@@ -191,6 +262,13 @@ pub enum ChatError {
     },
 }
 
+/// What one transmit costs against `send_queue` besides its bytes: the output
+/// queue entry, the transport's write-queue slot and the buffer header (an estimate
+/// of the per-line allocation and bookkeeping, rounded up). A client's queued output
+/// counts as its unflushed bytes plus this much per transmit not yet fully flushed
+/// ([`ChatServer::queued_cost`]), so `send_queue` bounds real memory, not just bytes.
+pub const LINE_OVERHEAD: usize = 64;
+
 /// Encodes one line (the `\n` is added) into a fresh buffer.
 fn line(args: fmt::Arguments<'_>) -> Bytes {
     let mut buf = BytesMut::new();
@@ -211,12 +289,35 @@ struct Conn {
     framer: LineFramer,
     /// Telnet commands are removed (and refused) before line framing.
     telnet: TelnetDecoder,
+    /// Raw input not processed yet (received while paused); it comes after any
+    /// complete lines still in `framer`. See [`ChatServer::process`].
+    inbox: BytesMut,
+    /// The peer finished sending; the connection leaves once its input is processed.
+    eof: bool,
     /// Bytes transmitted and not yet reported flushed.
     queued: usize,
+    /// Unflushed bytes of each transmit not fully flushed yet, oldest first.
+    items: VecDeque<usize>,
+    /// `cost() > send_queue / 2` ("hot") since this deadline minus `stall_timeout`:
+    /// counted in `Sink::room_hot` for `room` (member or not), on `Sink::stalls`.
+    hot: Option<Instant>,
+    /// The target of its last delivered `/msg` (it is paused while that one is hot).
+    last_msg: Option<ConnId>,
+    /// Flood control (GCRA): the theoretical arrival time of its next line.
+    tat: Instant,
+    /// Its key in `ChatServer::refills` (its bucket ran empty), if any.
+    refill: Option<Instant>,
     /// Current key in `ChatServer::deadlines`, if idle timeouts are on.
     deadline: Option<Instant>,
     /// Its send queue overflowed; it is on `Sink::doomed` and gets nothing more.
     doomed: bool,
+}
+
+impl Conn {
+    /// What its queued output counts against `send_queue`.
+    fn cost(&self) -> usize {
+        self.queued + self.items.len() * LINE_OVERHEAD
+    }
 }
 
 /// Connections plus the output queue: what a broadcast needs mutably.
@@ -227,6 +328,16 @@ struct Sink {
     /// Connections whose send queue overflowed, to be removed by `process_drops`.
     doomed: VecDeque<ConnId>,
     send_queue: usize,
+    stall_timeout: Duration,
+    /// The latest `now` passed in.
+    now: Instant,
+    /// Room → how many of its members are hot (absent: none).
+    room_hot: BTreeMap<RoomId, usize>,
+    /// Hot connections by the time they are dropped if still hot, earliest first.
+    stalls: BTreeSet<(Instant, ConnId)>,
+    /// Something happened that may unpause a stalled connection (a hot one cooled
+    /// or left, a bucket refilled): [`ChatServer::resume`] has work.
+    resume: bool,
 }
 
 impl Sink {
@@ -238,16 +349,34 @@ impl Sink {
         if conn.doomed {
             return;
         }
-        match conn.queued.checked_add(bytes.len()) {
-            Some(q) if q <= self.send_queue => {
-                conn.queued = q;
+        match conn.cost().checked_add(bytes.len() + LINE_OVERHEAD) {
+            Some(cost) if cost <= self.send_queue => {
+                conn.queued += bytes.len();
+                conn.items.push_back(bytes.len());
                 self.out.push_back(Output::Transmit { to, bytes });
+                if conn.hot.is_none() && cost > self.send_queue / 2 {
+                    let deadline = self.now + self.stall_timeout;
+                    conn.hot = Some(deadline);
+                    self.stalls.insert((deadline, to));
+                    *self.room_hot.entry(conn.room).or_default() += 1;
+                }
             }
             _ => {
                 conn.doomed = true;
                 self.doomed.push_back(to);
             }
         }
+    }
+
+    /// A hot connection of `room` is no longer counted there.
+    fn uncount_hot(&mut self, room: RoomId) {
+        if let Some(n) = self.room_hot.get_mut(&room) {
+            *n -= 1;
+            if *n == 0 {
+                self.room_hot.remove(&room);
+            }
+        }
+        self.resume = true;
     }
 
     fn alive(&self, id: ConnId) -> bool {
@@ -262,19 +391,41 @@ struct Room {
     members: BTreeSet<ConnId>,
 }
 
+/// How [`ChatServer::process`] ended.
+enum Processed {
+    /// Everything was processed.
+    Done,
+    /// The connection is paused; this many bytes of the input were consumed.
+    Paused(usize),
+    /// The connection is gone (quit, dropped).
+    Gone,
+}
+
 /// The whole chat server's state. No I/O, no clock.
 ///
 /// Finer points of the protocol (written up for users in `docs/PROTOCOL.md`):
 /// * **Full server**: `handle_open` still issues an id (ids are never reused) and
 ///   outputs `! server full` then `Close{ServerFull}`; no guest number is used and
-///   nobody is told.
+///   nobody is told. **Per address** ([`handle_open_from`](Self::handle_open_from)):
+///   when `max_conns_per_ip` connections from the same address (IPv4-mapped IPv6
+///   counts as IPv4) are open or closing, the newcomer gets
+///   `! too many connections from your address` and `Close{TooManyFromAddress}`.
+///   Refused connections count too while their socket is open. Checked after
+///   shutdown and before `max_conns`.
 /// * **Guest numbers** count admitted connections from 1; a `guestN` already taken
 ///   (ignoring case) by someone who renamed is skipped.
-/// * **Send queue**: bytes transmitted minus bytes reported by `handle_flushed`.
-///   A transmit that would take a connection above `send_queue` is not emitted; the
-///   connection is closed with `Close{SendQueueExceeded}` and its room gets
-///   `* nick left (send queue exceeded)` (which may in turn drop other slow readers).
-///   Its earlier transmits stay in the output queue, before its `Close`.
+/// * **Send queue**: a connection's queued output costs its bytes transmitted minus
+///   bytes reported by `handle_flushed`, plus [`LINE_OVERHEAD`] per transmit not
+///   fully flushed ([`queued_cost`](Self::queued_cost)). A transmit that would take
+///   it above `send_queue` is not emitted; the connection is closed with
+///   `Close{SendQueueExceeded}` and its room gets `* nick left (send queue
+///   exceeded)` (which may in turn drop other slow readers). Its earlier transmits
+///   stay in the output queue, before its `Close`. A connection whose cost stays
+///   above `send_queue / 2` ("hot") for `stall_timeout` is dropped the same way by
+///   `handle_timeout`.
+/// * **Flow control**: see [`wants_read`](Self::wants_read). A paused connection's
+///   input is kept and processed, in order, when it is unpaused (inside whichever
+///   `handle_*` call unpauses it).
 /// * **Idle timeout**: activity is any non-empty `handle_data`. `Some(ZERO)` is off.
 /// * **Shutdown**: every open connection gets `* server shutting down` (if it fits
 ///   its send queue) and `Close{Shutdown}`; rooms get no `left` notices. Afterwards
@@ -287,6 +438,8 @@ struct Room {
 ///   clean too. Empty lines are ignored; a line of spaces is a message.
 /// * **`/nick`**: changing only the case of your own nick is a rename; asking for
 ///   exactly your current nick answers `* you are already NAME` to you alone.
+///   `server` (any case) is reserved.
+/// * **`/who`, `/rooms`** answer in bounded size (see `commands.rs`, `list_reply`).
 /// * **Rooms** are created on demand with the creator's spelling and deleted when
 ///   empty, `#lobby` included (the next arrival re-creates it). `/msg` gives the
 ///   sender no copy.
@@ -296,6 +449,8 @@ struct Room {
 pub struct ChatServer {
     config: ChatConfig,
     idle_timeout: Option<Duration>,
+    /// Flood control: (time per line, burst tolerance), if on.
+    flood: Option<(Duration, Duration)>,
     sink: Sink,
     next_conn: u64,
     next_room: RoomId,
@@ -315,6 +470,12 @@ pub struct ChatServer {
     pending: BTreeMap<ConnId, Instant>,
     /// The same deadlines, earliest first.
     pending_deadlines: BTreeSet<(Instant, ConnId)>,
+    /// Open or closing connections per client address (`max_conns_per_ip`).
+    addr_limit: AddrLimit,
+    /// Connections whose bucket ran empty, by when it has a token again.
+    refills: BTreeSet<(Instant, ConnId)>,
+    /// Paused connections with unprocessed input (or an unprocessed EOF).
+    stalled: BTreeSet<ConnId>,
     /// The latest `now` passed in (closes issued without one are timed from it).
     now: Instant,
     shut_down: bool,
@@ -325,14 +486,24 @@ pub struct ChatServer {
 impl ChatServer {
     /// A server with no connections.
     pub fn new(config: ChatConfig) -> Self {
+        let flood = config.flood_rate.filter(|&r| r > 0).map(|r| {
+            let per_line = Duration::from_secs(1) / r;
+            (per_line, per_line * (config.flood_burst.max(1) - 1))
+        });
         ChatServer {
             config,
             idle_timeout: config.idle_timeout.filter(|d| !d.is_zero()),
+            flood,
             sink: Sink {
                 conns: BTreeMap::new(),
                 out: VecDeque::new(),
                 doomed: VecDeque::new(),
                 send_queue: config.send_queue,
+                stall_timeout: config.stall_timeout,
+                now: Instant::ZERO,
+                room_hot: BTreeMap::new(),
+                stalls: BTreeSet::new(),
+                resume: false,
             },
             next_conn: 0,
             next_room: 0,
@@ -345,6 +516,9 @@ impl ChatServer {
             close_deadlines: BTreeSet::new(),
             pending: BTreeMap::new(),
             pending_deadlines: BTreeSet::new(),
+            addr_limit: AddrLimit::new(config.max_conns_per_ip, config.loopback_exempt),
+            refills: BTreeSet::new(),
+            stalled: BTreeSet::new(),
             now: Instant::ZERO,
             shut_down: false,
             cluster: None,
@@ -360,22 +534,45 @@ impl ChatServer {
     /// the outputs are `! server full` and a `Close` (after [`shutdown`](Self::shutdown):
     /// `* server shutting down` and a `Close`). Otherwise the newcomer is `guestN`
     /// in `#lobby`, gets `* welcome guestN, K users online`, and the other members
-    /// of `#lobby` get `* guestN joined #lobby`.
+    /// of `#lobby` get `* guestN joined #lobby`. No per-address limit applies (the
+    /// address is unknown): see [`handle_open_from`](Self::handle_open_from).
     pub fn handle_open(&mut self, now: Instant) -> ConnId {
+        self.open(now, None)
+    }
+
+    /// [`handle_open`](Self::handle_open) for a connection from `peer`: refused with
+    /// `! too many connections from your address` and
+    /// `Close{TooManyFromAddress}` when [`ChatConfig::max_conns_per_ip`]
+    /// connections from that address are already open or closing (loopback exempt
+    /// if [`ChatConfig::loopback_exempt`]). The connection counts against its
+    /// address until its socket is reported closed (`handle_closed`) or aborted.
+    pub fn handle_open_from(&mut self, now: Instant, peer: IpAddr) -> ConnId {
+        self.open(now, Some(peer))
+    }
+
+    fn open(&mut self, now: Instant, addr: Option<IpAddr>) -> ConnId {
         self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
         let refuse = if self.shut_down {
             Some((&b"* server shutting down\n"[..], CloseReason::Shutdown))
-        } else if self
-            .config
-            .max_conns
-            .is_some_and(|max| self.occupied() >= max)
-        {
-            Some((&b"! server full\n"[..], CloseReason::ServerFull))
+        } else if addr.is_some_and(|ip| self.addr_limit.is_full(ip)) {
+            Some((
+                &b"! too many connections from your address\n"[..],
+                CloseReason::TooManyFromAddress,
+            ))
         } else {
             None
         };
+        let refuse = refuse.or_else(|| {
+            self.config
+                .max_conns
+                .is_some_and(|max| self.occupied() >= max)
+                .then_some((&b"! server full\n"[..], CloseReason::ServerFull))
+        });
+        if let Some(ip) = addr {
+            self.addr_limit.count(id, ip);
+        }
         if let Some((msg, reason)) = refuse {
             self.sink.out.push_back(Output::Transmit {
                 to: id,
@@ -419,11 +616,29 @@ impl ChatServer {
     /// [`handle_timeout`](Self::handle_timeout)). Until it is ready, `handle_data`
     /// is ignored, and EOF, reset or close remove it silently (no `left` notice).
     pub fn handle_open_pending(&mut self, now: Instant) -> ConnId {
+        self.open_pending(now, None)
+    }
+
+    /// [`handle_open_pending`](Self::handle_open_pending) for a connection from
+    /// `peer`: also closed at once, without text (`Close{TooManyFromAddress}`), when
+    /// [`ChatConfig::max_conns_per_ip`] connections from that address are open,
+    /// pending or closing.
+    pub fn handle_open_pending_from(&mut self, now: Instant, peer: IpAddr) -> ConnId {
+        self.open_pending(now, Some(peer))
+    }
+
+    fn open_pending(&mut self, now: Instant, addr: Option<IpAddr>) -> ConnId {
         self.advance(now);
         let id = ConnId(self.next_conn);
         self.next_conn += 1;
+        let crowded = addr.is_some_and(|ip| self.addr_limit.is_full(ip));
+        if let Some(ip) = addr {
+            self.addr_limit.count(id, ip);
+        }
         if self.shut_down {
             self.close(id, CloseReason::Shutdown);
+        } else if crowded {
+            self.close(id, CloseReason::TooManyFromAddress);
         } else if self
             .config
             .max_conns
@@ -503,7 +718,14 @@ impl ChatServer {
             room,
             framer: LineFramer::new(self.config.max_line),
             telnet: TelnetDecoder::new(),
+            inbox: BytesMut::new(),
+            eof: false,
             queued: 0,
+            items: VecDeque::new(),
+            hot: None,
+            last_msg: None,
+            tat: self.now,
+            refill: None,
             deadline,
             doomed: false,
         };
@@ -516,58 +738,56 @@ impl ChatServer {
         self.sink.transmit(id, welcome);
         self.enter_room(id, room, false);
         self.process_drops();
+        self.resume();
     }
 
     /// Bytes received from `id`: telnet commands are removed first (see
     /// [`telnet`](crate::telnet)), then the data is processed line by line, in
     /// stream order: `IAC IP` discards the partial line, and a reply to a telnet
     /// option is transmitted after the output of the lines before it.
+    ///
+    /// Processing stops while `id` is paused ([`wants_read`](Self::wants_read) is
+    /// false): the rest of `data` (complete lines included) stays buffered and is
+    /// processed when `id` is unpaused, inside whichever later call unpauses it. The
+    /// driver should not read a paused connection; what it delivers anyway is kept.
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
         self.advance(now);
-        if self.open_conn(id)?.is_none() {
+        let Some(conn) = self.open_conn(id)? else {
             self.cluster_early_data(id, data);
             return Ok(());
+        };
+        if conn.eof {
+            return Ok(());
         }
+        let direct = conn.inbox.is_empty();
         if !data.is_empty() {
             self.touch(now, id);
         }
-        let mut rest = data;
-        while let Some(conn) = self.sink.conns.get_mut(&id) {
-            let Some(event) = conn.telnet.decode(&mut rest) else {
-                break;
-            };
-            match event {
-                TelnetEvent::Data(bytes) => {
-                    conn.framer.push(bytes);
-                    self.next_lines(id);
+        if direct {
+            // The common case: nothing buffered, no copy.
+            match self.process(id, data) {
+                Processed::Done | Processed::Gone => {
+                    self.stalled.remove(&id);
                 }
-                TelnetEvent::Interrupt => conn.framer.discard_partial(),
-                TelnetEvent::Reply(reply) => {
-                    self.sink.transmit(id, Bytes::copy_from_slice(&reply));
-                    self.process_drops();
+                Processed::Paused(used) => {
+                    if let Some(conn) = self.sink.conns.get_mut(&id) {
+                        conn.inbox.extend_from_slice(&data[used..]);
+                    }
+                    self.stalled.insert(id);
                 }
             }
+        } else if let Some(conn) = self.sink.conns.get_mut(&id) {
+            conn.inbox.extend_from_slice(data);
+            self.pump(id);
         }
+        self.resume();
         Ok(())
     }
 
-    /// Handles the complete lines in `id`'s framer, in order; they wait there while a
-    /// cluster claim holds its input (a `/nick` being checked: `server/cluster.rs`).
-    fn next_lines(&mut self, id: ConnId) {
-        while !self.cluster_holds(id) {
-            let Some(conn) = self.sink.conns.get_mut(&id) else {
-                break;
-            };
-            let Some(item) = conn.framer.next_line() else {
-                break;
-            };
-            self.handle_line(id, item);
-            self.process_drops();
-        }
-    }
-
-    /// The transport wrote `n` more bytes of what was transmitted to `id`.
+    /// The transport wrote `n` more bytes of what was transmitted to `id`. This may
+    /// unpause other connections (and process their buffered input).
     pub fn handle_flushed(&mut self, id: ConnId, n: usize) -> Result<(), ChatError> {
+        let half = self.sink.send_queue / 2;
         let Some(conn) = self.open_conn(id)? else {
             return Ok(());
         };
@@ -576,28 +796,43 @@ impl ChatServer {
             reported: n,
             queued: conn.queued,
         })?;
+        let mut left = n;
+        while let Some(front) = conn.items.front_mut() {
+            if left < *front {
+                *front -= left;
+                break;
+            }
+            left -= *front;
+            conn.items.pop_front();
+        }
+        if let Some(deadline) = conn.hot {
+            if conn.cost() <= half {
+                conn.hot = None;
+                let room = conn.room;
+                self.sink.stalls.remove(&(deadline, id));
+                self.sink.uncount_hot(room);
+            }
+        }
+        self.resume();
         Ok(())
     }
 
-    /// `id` finished sending (EOF): its last unterminated line is processed, then it
-    /// leaves (`* nick left (connection closed)`, `Close{PeerClosed}`).
+    /// `id` finished sending (EOF): once its buffered input is processed (at once
+    /// unless it is paused), its last unterminated line is processed, then it leaves
+    /// (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
-        if self.close_pending(id, CloseReason::PeerClosed)
-            || self.cluster_early_eof(id)
-            || self.cluster_held_eof(id)
-        {
+        if self.close_pending(id, CloseReason::PeerClosed) || self.cluster_early_eof(id) {
             return Ok(());
         }
         let Some(conn) = self.open_conn(id)? else {
             return Ok(());
         };
-        if let Some(item) = conn.framer.finish() {
-            self.handle_line(id, item);
-            self.process_drops();
+        if !conn.eof {
+            conn.eof = true;
+            self.pump(id);
         }
-        self.remove(id, "connection closed", CloseReason::PeerClosed);
-        self.process_drops();
+        self.resume();
         Ok(())
     }
 
@@ -615,23 +850,29 @@ impl ChatServer {
         }
         self.remove(id, "connection reset", CloseReason::Reset);
         self.process_drops();
+        self.resume();
         Ok(())
     }
 
     /// The transport closed `id`'s socket (its writer ended after a [`Output::Close`],
-    /// or failed): it no longer counts against `max_conns`. For a connection still
-    /// open this is a reset (`* nick left (connection reset)`).
+    /// or failed): it no longer counts against `max_conns` (nor its address's
+    /// `max_conns_per_ip`). For a connection still open this is a reset
+    /// (`* nick left (connection reset)`).
     pub fn handle_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.handle_reset(now, id)?;
         if let Some(deadline) = self.closing.remove(&id) {
             self.close_deadlines.remove(&(deadline, id));
+            self.addr_limit.forget(id);
         }
         Ok(())
     }
 
     /// Time passed: drops every client whose idle deadline is `<= now`
-    /// (`* nick left (idle timeout)`, `Close{IdleTimeout}`), and aborts every closed
-    /// connection whose grace ran out ([`Output::Abort`]). Afterwards
+    /// (`* nick left (idle timeout)`, `Close{IdleTimeout}`), then every client whose
+    /// queued output has been above half of `send_queue` for `stall_timeout`
+    /// (`* nick left (send queue exceeded)`, `Close{SendQueueExceeded}`), aborts
+    /// every closed connection whose grace ran out ([`Output::Abort`]), and resumes
+    /// connections whose flood bucket refilled. Afterwards
     /// [`poll_timeout`](Self::poll_timeout) is `None` or later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
@@ -640,10 +881,27 @@ impl ChatServer {
                 break;
             }
             self.deadlines.pop_first();
+            if let (true, Some(t)) = (self.paused_id(id), self.idle_timeout) {
+                // Not read because of flow control: it may be sending; not idle.
+                let again = now + t;
+                if let Some(conn) = self.sink.conns.get_mut(&id) {
+                    conn.deadline = Some(again);
+                }
+                self.deadlines.insert((again, id));
+                continue;
+            }
             if let Some(conn) = self.sink.conns.get_mut(&id) {
                 conn.deadline = None;
             }
             self.remove(id, "idle timeout", CloseReason::IdleTimeout);
+            self.process_drops();
+        }
+        while let Some(&(deadline, id)) = self.sink.stalls.first() {
+            if deadline > now {
+                break;
+            }
+            self.sink.stalls.pop_first();
+            self.remove(id, "send queue exceeded", CloseReason::SendQueueExceeded);
             self.process_drops();
         }
         while let Some(&(deadline, id)) = self.close_deadlines.first() {
@@ -652,6 +910,7 @@ impl ChatServer {
             }
             self.close_deadlines.pop_first();
             self.closing.remove(&id);
+            self.addr_limit.forget(id);
             self.sink.out.push_back(Output::Abort { id });
         }
         while let Some(&(deadline, id)) = self.pending_deadlines.first() {
@@ -661,11 +920,13 @@ impl ChatServer {
             self.close_pending(id, CloseReason::HandshakeTimeout);
         }
         self.cluster_timeout(now);
+        self.resume();
     }
 
     /// The server stops at `now`: everyone gets `* server shutting down`, then a
     /// `Close` (no `left` notices); they have [`ChatConfig::close_grace`] to flush.
-    /// Later connections are refused the same way. See [`is_finished`](Self::is_finished).
+    /// Buffered input is discarded. Later connections are refused the same way. See
+    /// [`is_finished`](Self::is_finished).
     pub fn shutdown(&mut self, now: Instant) {
         self.advance(now);
         if self.shut_down {
@@ -685,10 +946,14 @@ impl ChatServer {
         }
         self.sink.conns.clear();
         self.sink.doomed.clear();
+        self.sink.room_hot.clear();
+        self.sink.stalls.clear();
         self.nicks.clear();
         self.rooms.clear();
         self.room_index.clear();
         self.deadlines.clear();
+        self.refills.clear();
+        self.stalled.clear();
     }
 
     /// Whether the server is done: [`shutdown`](Self::shutdown) was called and every
@@ -702,16 +967,47 @@ impl ChatServer {
         self.sink.out.pop_front()
     }
 
-    /// When `handle_timeout` should next be called, if ever (O(log n)).
+    /// When `handle_timeout` should next be called, if ever (O(log n)): the next
+    /// idle deadline, stall deadline, close grace end or flood bucket refill.
     pub fn poll_timeout(&self) -> Option<Instant> {
-        let idle = self.deadlines.first().map(|&(deadline, _)| deadline);
-        let close = self.close_deadlines.first().map(|&(deadline, _)| deadline);
-        let ready = self
-            .pending_deadlines
-            .first()
-            .map(|&(deadline, _)| deadline);
-        let cluster = self.cluster.as_ref().map(|c| c.poll_timeout());
-        [idle, close, ready, cluster].into_iter().flatten().min()
+        [
+            self.deadlines.first(),
+            self.sink.stalls.first(),
+            self.close_deadlines.first(),
+            self.refills.first(),
+            self.pending_deadlines.first(),
+        ]
+        .into_iter()
+        .flatten()
+        .map(|&(deadline, _)| deadline)
+        .chain(self.cluster.as_ref().map(|c| c.poll_timeout()))
+        .min()
+    }
+
+    /// Whether the driver should read from `id` now. False for connections not open
+    /// (or that sent EOF), and while `id` is **paused**:
+    ///
+    /// * some member of `id`'s room (itself included) is *hot*: its
+    ///   [`queued_cost`](Self::queued_cost) is above `send_queue / 2`;
+    /// * the target of `id`'s last delivered `/msg` is hot;
+    /// * `id`'s flood bucket is empty (`flood_rate`; [`poll_timeout`](Self::poll_timeout)
+    ///   includes when it refills).
+    ///
+    /// The core checks the same before each line (and telnet command) it processes,
+    /// so one read with many lines is processed only up to the point where the
+    /// connection becomes paused. As every line's output goes to the sender's room,
+    /// to itself or to its `/msg` target, a recipient gets at most one line's output
+    /// per sender past half its queue, then every sender that can reach it is paused
+    /// until it drains; only a client that stops reading is dropped.
+    ///
+    /// Re-check after every `handle_*` call: `handle_flushed` and `handle_timeout`
+    /// (and others) may unpause connections; buffered input of unpaused connections
+    /// is processed inside those calls.
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        match self.sink.conns.get(&id) {
+            Some(conn) => !conn.eof && !self.paused(conn) && !self.cluster_holds(id),
+            None => self.is_admitting(id),
+        }
     }
 
     /// Closed connections whose socket is not reported closed yet.
@@ -727,6 +1023,12 @@ impl ChatServer {
     /// Bytes transmitted to `id` and not yet reported flushed (`None`: not open).
     pub fn queued(&self, id: ConnId) -> Option<usize> {
         self.sink.conns.get(&id).map(|c| c.queued)
+    }
+
+    /// What `id`'s queued output counts against `send_queue`: [`queued`](Self::queued)
+    /// plus [`LINE_OVERHEAD`] per transmit not fully flushed (`None`: not open).
+    pub fn queued_cost(&self, id: ConnId) -> Option<usize> {
+        self.sink.conns.get(&id).map(Conn::cost)
     }
 
     /// Whether `id` is open (issued and not closed).
@@ -764,6 +1066,12 @@ impl ChatServer {
         self.sink.conns.get(&id).map(|c| c.framer.buffered())
     }
 
+    /// Raw input buffered for `id` while paused (for tests).
+    #[cfg(test)]
+    pub(super) fn inbox_len(&self, id: ConnId) -> Option<usize> {
+        self.sink.conns.get(&id).map(|c| c.inbox.len())
+    }
+
     // ----- internals -----
 
     /// `Err` for ids never issued, `Ok(None)` for closed ones.
@@ -774,9 +1082,161 @@ impl ChatServer {
         Ok(self.sink.conns.get_mut(&id))
     }
 
-    /// Time never goes back: a late `now` is taken as the latest one seen.
+    /// Time never goes back: a late `now` is taken as the latest one seen. Flood
+    /// buckets that refilled by then may unpause their connections.
     fn advance(&mut self, now: Instant) {
         self.now = self.now.max(now);
+        self.sink.now = self.now;
+        while let Some(&(at, id)) = self.refills.first() {
+            if at > self.now {
+                break;
+            }
+            self.refills.pop_first();
+            if let Some(conn) = self.sink.conns.get_mut(&id) {
+                conn.refill = None;
+            }
+            self.sink.resume = true;
+        }
+    }
+
+    /// Whether `conn` is paused (see [`wants_read`](Self::wants_read)).
+    fn paused(&self, conn: &Conn) -> bool {
+        self.sink.room_hot.contains_key(&conn.room)
+            || conn
+                .last_msg
+                .and_then(|t| self.sink.conns.get(&t))
+                .is_some_and(|t| t.hot.is_some())
+            || self.flood.is_some_and(|(_, tau)| conn.tat > self.now + tau)
+    }
+
+    fn paused_id(&self, id: ConnId) -> bool {
+        self.sink.conns.get(&id).is_some_and(|c| self.paused(c)) || self.cluster_holds(id)
+    }
+
+    /// `id` is about to process a line: takes a token from its flood bucket.
+    fn take_token(&mut self, id: ConnId) {
+        let (Some((per_line, tau)), Some(conn)) = (self.flood, self.sink.conns.get_mut(&id)) else {
+            return;
+        };
+        conn.tat = conn.tat.max(self.now) + per_line;
+        if conn.tat > self.now + tau && conn.refill.is_none() {
+            let at = Instant::from_duration(conn.tat.since_origin().saturating_sub(tau));
+            conn.refill = Some(at);
+            self.refills.insert((at, id));
+        }
+    }
+
+    /// Processes `data` (after any complete lines in `id`'s framer) item by item
+    /// until done or `id` is paused (checked before each item).
+    fn process(&mut self, id: ConnId, data: &[u8]) -> Processed {
+        let mut rest = data;
+        loop {
+            loop {
+                let Some(conn) = self.sink.conns.get(&id) else {
+                    return Processed::Gone;
+                };
+                if self.paused(conn) || self.cluster_holds(id) {
+                    return Processed::Paused(data.len() - rest.len());
+                }
+                let Some(conn) = self.sink.conns.get_mut(&id) else {
+                    return Processed::Gone;
+                };
+                let Some(item) = conn.framer.next_line() else {
+                    break;
+                };
+                self.take_token(id);
+                self.handle_line(id, item);
+                self.process_drops();
+            }
+            // Not paused (just checked), and nothing happened since.
+            let Some(conn) = self.sink.conns.get_mut(&id) else {
+                return Processed::Gone;
+            };
+            let Some(event) = conn.telnet.decode(&mut rest) else {
+                return Processed::Done;
+            };
+            match event {
+                TelnetEvent::Data(bytes) => conn.framer.push(bytes),
+                TelnetEvent::Interrupt => conn.framer.discard_partial(),
+                TelnetEvent::Reply(reply) => {
+                    self.sink.transmit(id, Bytes::copy_from_slice(&reply));
+                    self.process_drops();
+                }
+            }
+        }
+    }
+
+    /// Processes `id`'s buffered input (and its EOF, once the input is done) unless
+    /// it is paused; keeps it on `stalled` while anything is left.
+    fn pump(&mut self, id: ConnId) {
+        let Some(conn) = self.sink.conns.get_mut(&id) else {
+            self.stalled.remove(&id);
+            return;
+        };
+        let mut inbox = core::mem::take(&mut conn.inbox);
+        match self.process(id, &inbox) {
+            Processed::Gone => {
+                self.stalled.remove(&id);
+            }
+            Processed::Paused(used) => {
+                if let Some(conn) = self.sink.conns.get_mut(&id) {
+                    let _ = inbox.split_to(used);
+                    conn.inbox = inbox;
+                }
+                self.stalled.insert(id);
+            }
+            Processed::Done => {
+                let Some(conn) = self.sink.conns.get_mut(&id) else {
+                    self.stalled.remove(&id);
+                    return;
+                };
+                // Reuse the buffer's allocation only if it is small.
+                if inbox.capacity() <= 4096 {
+                    inbox.clear();
+                    conn.inbox = inbox;
+                }
+                if !conn.eof {
+                    self.stalled.remove(&id);
+                    return;
+                }
+                if self.paused_id(id) {
+                    self.stalled.insert(id);
+                    return;
+                }
+                self.stalled.remove(&id);
+                let conn = self.sink.conns.get_mut(&id).expect("checked above");
+                if let Some(item) = conn.framer.finish() {
+                    self.take_token(id);
+                    self.handle_line(id, item);
+                    self.process_drops();
+                }
+                self.remove(id, "connection closed", CloseReason::PeerClosed);
+                self.process_drops();
+            }
+        }
+    }
+
+    /// Processes the buffered input of every stalled connection that is no longer
+    /// paused, in id order, until none is left that can go on. Runs only when
+    /// something that can unpause a connection happened since the last run.
+    fn resume(&mut self) {
+        while core::mem::take(&mut self.sink.resume) {
+            let ids: Vec<ConnId> = self.stalled.iter().copied().collect();
+            let mut progressed = false;
+            for id in ids {
+                if self.stalled.contains(&id) && !self.paused_id(id) {
+                    self.pump(id);
+                    progressed = true;
+                }
+            }
+            if progressed {
+                // What they did (a quit, a drop, a room change) may unpause others.
+                self.sink.resume = true;
+            } else {
+                self.sink.resume = false;
+                break;
+            }
+        }
     }
 
     /// Outputs `Close{id, reason}` and starts `id`'s grace for flushing.
@@ -787,6 +1247,7 @@ impl ChatServer {
         self.sink.out.push_back(Output::Close { id, reason });
     }
 
+    /// `id`'s socket is gone: it no longer counts against its address.
     fn touch(&mut self, now: Instant, id: ConnId) {
         let Some(timeout) = self.idle_timeout else {
             return;
@@ -859,19 +1320,11 @@ impl ChatServer {
         });
     }
 
-    /// Takes `id` (called `nick`) out of `room` (deleted when empty); those left get
-    /// `notice`.
-    fn exit_room(&mut self, id: ConnId, nick: &str, room: RoomId, notice: &Bytes) {
-        let Some(r) = self.rooms.get_mut(&room) else {
-            return;
-        };
-        if self.cluster.is_some() {
-            let body = cluster_wire::Body::Exit {
-                nick: nick.into(),
-                room: r.name.clone(),
-                notice: notice.clone(),
-            };
-            self.cluster_publish(body);
+    /// Takes `id` out of `room` (deleted when empty); those left get `notice`.
+    /// `hot`: whether `id` was counted hot there.
+    fn exit_room(&mut self, id: ConnId, room: RoomId, hot: bool, notice: &Bytes) {
+        if hot {
+            self.sink.uncount_hot(room);
         }
         let Some(r) = self.rooms.get_mut(&room) else {
             return;
@@ -895,9 +1348,18 @@ impl ChatServer {
         if let Some(d) = conn.deadline {
             self.deadlines.remove(&(d, id));
         }
+        if let Some(d) = conn.hot {
+            self.sink.stalls.remove(&(d, id));
+        }
+        if let Some(at) = conn.refill {
+            self.refills.remove(&(at, id));
+        }
+        self.stalled.remove(&id);
+        self.sink.resume = true;
         self.close(id, reason);
         let notice = line(format_args!("* {} left ({})", conn.nick, why));
-        self.exit_room(id, &conn.nick, conn.room, &notice);
+        self.cluster_exit(&conn.nick, conn.room, &notice);
+        self.exit_room(id, conn.room, conn.hot.is_some(), &notice);
         self.cluster_release(&conn.nick);
     }
 

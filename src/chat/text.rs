@@ -1,4 +1,4 @@
-//! Text rules: control-character sanitizing and the nick/room charset.
+//! Text rules: control-character and look-alike sanitizing, the nick/room charset.
 
 use alloc::borrow::Cow;
 use alloc::string::String;
@@ -6,25 +6,48 @@ use alloc::string::String;
 /// The replacement for every control character: `�` (U+FFFD).
 pub const REPLACEMENT: char = '\u{FFFD}';
 
+/// Whether `c` is an invisible or direction-changing character that lets text
+/// look like something else: zero-width and direction marks (U+200B–U+200F,
+/// U+2060, U+FEFF), line and paragraph separators (U+2028, U+2029), bidirectional
+/// embeddings and overrides (U+202A–U+202E) and isolates (U+2066–U+2069).
+pub fn is_look_alike(c: char) -> bool {
+    matches!(
+        c,
+        '\u{200B}'..='\u{200F}' | '\u{2028}'..='\u{202E}' | '\u{2060}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}'
+    )
+}
+
 /// Whether `c` must not reach a terminal: C0 controls except tab, DEL and C1
-/// controls (ESC is a C0 control). Exactly Unicode's `Cc` category minus tab.
+/// controls (ESC is a C0 control), exactly Unicode's `Cc` category minus tab; and
+/// the [look-alikes](is_look_alike).
 fn is_forbidden(c: char) -> bool {
-    c.is_control() && c != '\t'
+    (c.is_control() && c != '\t') || is_look_alike(c)
 }
 
 /// Whether the byte at `i` starts a forbidden character. C0 and DEL are single
-/// bytes; C1 (U+0080–U+009F) is encoded as `0xC2 0x80..=0x9F`.
+/// bytes; C1 (U+0080–U+009F) is encoded as `0xC2 0x80..=0x9F`; the look-alikes as
+/// `0xE2 0x80 0x8B..=0x8F | 0xA8..=0xAE`, `0xE2 0x81 0xA0 | 0xA6..=0xA9` and
+/// `0xEF 0xBB 0xBF`.
 fn forbidden_at(bytes: &[u8], i: usize) -> bool {
+    let next = |k: usize| bytes.get(i + k).copied();
     match bytes[i] {
         b'\t' => false,
         0x00..=0x1f | 0x7f => true,
-        0xc2 => matches!(bytes.get(i + 1), Some(0x80..=0x9f)),
+        0xc2 => matches!(next(1), Some(0x80..=0x9f)),
+        0xe2 => matches!(
+            (next(1), next(2)),
+            (Some(0x80), Some(0x8b..=0x8f | 0xa8..=0xae)) | (Some(0x81), Some(0xa0 | 0xa6..=0xa9))
+        ),
+        0xef => next(1) == Some(0xbb) && next(2) == Some(0xbf),
         _ => false,
     }
 }
 
-/// Replaces control characters (C0 except tab, DEL, C1; ESC included) with `�`,
-/// so that nobody can inject terminal escape sequences into other users' screens.
+/// Replaces control characters (C0 except tab, DEL, C1; ESC included) and
+/// [look-alikes](is_look_alike) (bidirectional overrides and isolates, zero-width
+/// and direction marks, line and paragraph separators) with `�`, so that nobody can
+/// inject terminal escape sequences into other users' screens or make text look
+/// like something it is not.
 ///
 /// Returns [`Cow::Borrowed`] (no allocation) when nothing had to change; the check
 /// is a single pass over the bytes.
@@ -33,6 +56,7 @@ fn forbidden_at(bytes: &[u8], i: usize) -> bool {
 /// use echochat::chat::sanitize;
 /// assert!(matches!(sanitize("plain\ttext é"), std::borrow::Cow::Borrowed(_)));
 /// assert_eq!(sanitize("a\x1b[31mb\u{9b}c\x7f"), "a�[31mb�c�");
+/// assert_eq!(sanitize("x\u{202e}gpj.exe\u{200b}"), "x�gpj.exe�");
 /// ```
 pub fn sanitize(text: &str) -> Cow<'_, str> {
     let bytes = text.as_bytes();
@@ -100,7 +124,8 @@ mod tests {
             "hello",
             "tab\there",
             "héllo wörld ✓ 🦀",
-            "\u{a0}\u{ff}\u{2028}",
+            "\u{a0}\u{ff}\u{2027}\u{202f}\u{2065}\u{206a}\u{fefe}",
+            "– — ‘’ “” … € ™",
         ] {
             assert!(matches!(sanitize(s), Cow::Borrowed(_)), "{s:?}");
         }
@@ -124,6 +149,33 @@ mod tests {
             let s = c.encode_utf8(&mut buf);
             let expect_replaced = c.is_control() && c != '\t';
             assert_eq!(sanitize(s) == "\u{FFFD}", expect_replaced, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn look_alikes_are_replaced() {
+        assert_eq!(sanitize("a\u{202e}b\u{2066}c\u{2069}d"), "a�b�c�d");
+        assert_eq!(sanitize("\u{200b}\u{200f}\u{2060}\u{feff}"), "����");
+        assert_eq!(sanitize("one\u{2028}two\u{2029}"), "one�two�");
+        assert_eq!(sanitize("\u{202a}\u{202b}\u{202c}\u{202d}"), "����");
+    }
+
+    #[test]
+    fn byte_scan_agrees_with_char_rule_for_every_bmp_char() {
+        for c in (0u32..0x1_0000).filter_map(char::from_u32) {
+            let mut buf = [0u8; 4];
+            let s = c.encode_utf8(&mut buf);
+            assert_eq!(
+                forbidden_at(s.as_bytes(), 0),
+                is_forbidden(c),
+                "{c:?} U+{:04X}",
+                c as u32
+            );
+            let framed = alloc::format!("a{s}b");
+            assert_eq!(
+                matches!(sanitize(&framed), Cow::Borrowed(_)),
+                !is_forbidden(c)
+            );
         }
     }
 

@@ -65,6 +65,13 @@ pub struct EchoServerArgs {
     /// Most bytes received but not yet echoed, per connection.
     #[arg(long, value_name = "BYTES", default_value_t = 65536, value_parser = positive)]
     pub max_pending: usize,
+    /// Most connections from one address before extra ones are closed at once
+    /// (0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_conns_per_ip: usize,
+    /// Apply --max-conns-per-ip to loopback addresses too (exempt by default).
+    #[arg(long)]
+    pub no_loopback_exempt: bool,
     /// TLS options.
     #[command(flatten)]
     pub tls: ServerTlsArgs,
@@ -96,6 +103,20 @@ pub struct ChatServerArgs {
     /// Drop clients silent for this many seconds (0 = never).
     #[arg(long, value_name = "SECS", default_value_t = 0)]
     pub idle_timeout: u64,
+    /// Read at most this many lines per second from one client, commands included;
+    /// excess waits unread, nothing is dropped (0 = off).
+    #[arg(long, value_name = "LINES_PER_S", default_value_t = 0)]
+    pub flood_rate: u32,
+    /// Lines a client may send at once before --flood-rate applies.
+    #[arg(long, value_name = "LINES", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub flood_burst: u32,
+    /// Most connections from one address, open or closing, before
+    /// `! too many connections from your address` (0 = no limit).
+    #[arg(long, value_name = "N", default_value_t = 32)]
+    pub max_conns_per_ip: usize,
+    /// Apply --max-conns-per-ip to loopback addresses too (exempt by default).
+    #[arg(long)]
+    pub no_loopback_exempt: bool,
     /// Be one node of the cluster of chat servers sharing this bus
     /// (`redis://HOST:PORT`; `memory://NAME` links servers of one process).
     #[arg(long, value_name = "URL")]

@@ -24,6 +24,8 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Echo)),
     );
     config.once = args.once;
+    config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
+    config.loopback_exempt = !args.no_loopback_exempt;
     let (listener, shutdown) = start(&args.addr, args.udp, &args.tls, Ok)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
@@ -43,6 +45,10 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
         args.max_conns
             .unwrap_or_else(|| default_max_conns(args.runtime, Service::Chat)),
     );
+    config.flood_rate = (args.flood_rate > 0).then_some(args.flood_rate);
+    config.flood_burst = args.flood_burst;
+    config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
+    config.loopback_exempt = !args.no_loopback_exempt;
     let cluster = (args.cluster.as_deref(), args.node_name.as_deref());
     let (listener, shutdown) = start(&args.addr, false, &args.tls, |listener| {
         join_cluster(listener, cluster)

@@ -4,7 +4,8 @@
 //! in its own thread or task), so this is all the server decides as a whole:
 //!
 //! * **admission**: `handle_accept(now)` admits a connection (an id) or refuses it
-//!   (`--max-conns` reached, `--once` already served, shutting down);
+//!   (`--max-conns` reached, `--once` already served, shutting down;
+//!   `handle_accept_from(now, peer)`: also `--max-conns-per-ip` reached);
 //! * **`--once`**: after the first admitted client it accepts no more, and is
 //!   finished when that client is gone;
 //! * **shutdown drain**: `shutdown(now)` stops accepting and asks for every live
@@ -32,8 +33,10 @@
 //! ```
 
 use alloc::collections::{BTreeSet, VecDeque};
+use core::net::IpAddr;
 
 use super::EchoServerConfig;
+use crate::addr_limit::AddrLimit;
 use crate::chat::ConnId;
 use crate::Instant;
 
@@ -61,6 +64,8 @@ pub struct EchoServer {
     /// The grace ran out and every live connection was aborted.
     aborted: bool,
     actions: VecDeque<EchoAction>,
+    /// Live connections per client address.
+    addr_limit: AddrLimit,
 }
 
 impl EchoServer {
@@ -74,6 +79,7 @@ impl EchoServer {
             grace_ends: None,
             aborted: false,
             actions: VecDeque::new(),
+            addr_limit: AddrLimit::new(config.max_conns_per_ip, config.loopback_exempt),
         }
     }
 
@@ -85,7 +91,21 @@ impl EchoServer {
     /// A connection was accepted: its id, or `None` to close it at once (full,
     /// `--once` already served, or shutting down).
     pub fn handle_accept(&mut self, now: Instant) -> Option<ConnId> {
+        self.accept(now, None)
+    }
+
+    /// [`handle_accept`](Self::handle_accept) for a connection from `peer`: also
+    /// `None` when [`EchoServerConfig::max_conns_per_ip`] connections from that
+    /// address are live (loopback exempt if [`EchoServerConfig::loopback_exempt`]).
+    pub fn handle_accept_from(&mut self, now: Instant, peer: IpAddr) -> Option<ConnId> {
+        self.accept(now, Some(peer))
+    }
+
+    fn accept(&mut self, now: Instant, peer: Option<IpAddr>) -> Option<ConnId> {
         let _ = now;
+        if peer.is_some_and(|ip| self.addr_limit.is_full(ip)) {
+            return None;
+        }
         let full = self.config.max_conns.is_some_and(|m| self.live.len() >= m);
         if !self.is_accepting() || full {
             return None;
@@ -94,12 +114,16 @@ impl EchoServer {
         self.next += 1;
         self.live.insert(id);
         self.served = true;
+        if let Some(ip) = peer {
+            self.addr_limit.count(id, ip);
+        }
         Some(id)
     }
 
     /// Connection `id` ended (its socket is closed). Unknown ids are ignored.
     pub fn handle_closed(&mut self, id: ConnId) {
         self.live.remove(&id);
+        self.addr_limit.forget(id);
     }
 
     /// The server stops at `now`: no more admissions, every live connection's read
@@ -175,6 +199,18 @@ mod tests {
         assert!(s.handle_accept(now).is_some());
         assert_eq!(s.live(), 2);
         assert!(!s.is_finished());
+    }
+
+    #[test]
+    fn max_conns_per_ip_is_hit_and_released() {
+        let mut s = server(|c| c.max_conns_per_ip = Some(1));
+        let now = Instant::ZERO;
+        let ip: IpAddr = [192, 0, 2, 7].into();
+        let a = s.handle_accept_from(now, ip).unwrap();
+        assert_eq!(s.handle_accept_from(now, ip), None);
+        assert!(s.handle_accept_from(now, [192, 0, 2, 8].into()).is_some());
+        s.handle_closed(a);
+        assert!(s.handle_accept_from(now, ip).is_some());
     }
 
     #[test]

@@ -1,13 +1,15 @@
 //! Structure-aware fuzz body for [`ChatServer`]: random events over a few connections.
 
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
+use core::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use core::time::Duration;
 
 use arbitrary::{Arbitrary, Unstructured};
 
-use crate::chat::{ChatConfig, ChatServer, ConnId};
+use crate::chat::{ChatConfig, ChatServer, CloseReason, ConnId};
 use crate::Instant;
 
 use super::check::{token, ChatChecker};
@@ -21,12 +23,27 @@ const MAX_CONNS: usize = 8;
 pub struct ChatInput {
     /// `max_line` is `8 + this % 64`.
     pub max_line: u8,
-    /// `send_queue` is `64 + this % 2048`.
+    /// `send_queue` is `64 + this % 4096`.
     pub send_queue: u16,
     /// `Some(s)`: idle timeout of `1 + s % 8` seconds.
     pub idle_secs: Option<u8>,
     /// `Some(n)`: `max_conns` of `1 + n % 8`.
     pub max_conns: Option<u8>,
+    /// `Some((rate, burst))`: `flood_rate` of `1 + rate % 16` lines/s and
+    /// `flood_burst` of `burst % 5` (0 counts as 1).
+    pub flood: Option<(u8, u8)>,
+    /// `Some(n)`: `max_conns_per_ip` of `1 + n % 3` (else none); `loopback_exempt`
+    /// unless `n >= 128`.
+    pub per_ip: Option<u8>,
+    /// Act like a driver that honours [`ChatServer::wants_read`]: bytes and EOF for
+    /// a paused connection are held back and delivered, in order, once it wants to
+    /// be read. (Otherwise they are delivered at once and the core buffers them.)
+    pub respect_reads: bool,
+    /// The first connection is a prompt reader: everything transmitted to it is
+    /// reported flushed after every call. Then `send_queue` is at least 8 KiB and
+    /// `max_line` at most 200, and the run checks that it is never dropped for
+    /// `send queue exceeded`, whatever the others send.
+    pub reader: bool,
     /// What happens, in order.
     pub events: Vec<ChatEvent>,
 }
@@ -37,6 +54,9 @@ pub struct ChatInput {
 pub enum ChatEvent {
     /// A new connection.
     Open,
+    /// A new connection from address number `.0` of a small pool (loopback,
+    /// private, IPv4-mapped IPv6, IPv6).
+    OpenFrom(u8),
     /// Bytes from a connection; `split` cuts them into two reads.
     Data {
         /// Which connection.
@@ -94,7 +114,135 @@ pub enum Payload {
 
 const NAMES: &[&str] = &[
     "ann", "Ann", "bob", "guest1", "guest2", "x-y_z", "bad name", "#rust", "rust", "", "é",
+    "server", "SerVer",
 ];
+
+/// Addresses `OpenFrom` picks from.
+fn address(i: u8) -> IpAddr {
+    match i % 6 {
+        0 => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        1 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1)),
+        2 => IpAddr::V4(Ipv4Addr::new(10, 0, 0, 2)),
+        3 => IpAddr::V6(Ipv6Addr::LOCALHOST),
+        4 => IpAddr::V6(Ipv4Addr::new(10, 0, 0, 1).to_ipv6_mapped()),
+        _ => IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1)),
+    }
+}
+
+/// Input held back for a paused connection (`respect_reads`).
+#[derive(Debug)]
+enum Held {
+    Data(Vec<u8>),
+    Eof,
+}
+
+/// The server under test, the model, the checker and the harness's driver state.
+struct Run {
+    server: ChatServer,
+    model: Model,
+    check: ChatChecker,
+    now: Instant,
+    respect_reads: bool,
+    reader: Option<ConnId>,
+    held: BTreeMap<ConnId, VecDeque<Held>>,
+}
+
+impl Run {
+    /// Drains outputs, compares with the model, lets the prompt reader flush.
+    fn settle(&mut self) {
+        loop {
+            self.check.drain(&mut self.server);
+            agree(&self.check, &self.model);
+            for id in self.check.all_ids() {
+                assert_eq!(
+                    self.server.wants_read(id),
+                    self.model.wants_read(id),
+                    "wants_read({id:?}) differs from the model"
+                );
+            }
+            if let Some(reader) = self.reader {
+                assert_ne!(
+                    self.check.close_reason(reader),
+                    Some(&CloseReason::SendQueueExceeded),
+                    "the prompt reader was dropped for others' output"
+                );
+                let n = self.check.queued(reader);
+                if n > 0 && self.check.flushed(reader, n) {
+                    self.model.flushed(reader, n);
+                    self.server.handle_flushed(reader, n).expect("flushed");
+                    continue;
+                }
+            }
+            if !self.deliver_held() {
+                break;
+            }
+        }
+    }
+
+    /// Delivers the first held input of the first connection that wants to be read
+    /// again (or is closed: then it is dropped). Returns whether it did anything.
+    fn deliver_held(&mut self) -> bool {
+        let ready = self.held.iter().find_map(|(&id, q)| {
+            (!q.is_empty() && (!self.check.is_open(id) || self.server.wants_read(id))).then_some(id)
+        });
+        let Some(id) = ready else {
+            return false;
+        };
+        let item = self.held.get_mut(&id).and_then(VecDeque::pop_front);
+        if self.check.is_open(id) {
+            match item {
+                Some(Held::Data(bytes)) => self.data_now(id, &bytes),
+                Some(Held::Eof) => self.eof_now(id),
+                None => {}
+            }
+        }
+        true
+    }
+
+    fn blocked(&self, id: ConnId) -> bool {
+        self.respect_reads
+            && self.check.is_open(id)
+            && (!self.server.wants_read(id) || self.held.get(&id).is_some_and(|q| !q.is_empty()))
+    }
+
+    fn data(&mut self, id: ConnId, bytes: &[u8]) {
+        if self.blocked(id) {
+            self.held
+                .entry(id)
+                .or_default()
+                .push_back(Held::Data(bytes.to_vec()));
+        } else {
+            self.data_now(id, bytes);
+        }
+        self.settle();
+    }
+
+    fn data_now(&mut self, id: ConnId, bytes: &[u8]) {
+        accept(
+            self.check.is_open(id),
+            self.server.handle_data(self.now, id, bytes).is_ok(),
+            "handle_data",
+        );
+        self.model.data(self.now, id, bytes);
+    }
+
+    fn eof(&mut self, id: ConnId) {
+        if self.blocked(id) {
+            self.held.entry(id).or_default().push_back(Held::Eof);
+        } else {
+            self.eof_now(id);
+        }
+    }
+
+    fn eof_now(&mut self, id: ConnId) {
+        accept(
+            self.check.is_open(id),
+            self.server.handle_peer_closed(self.now, id).is_ok(),
+            "handle_peer_closed",
+        );
+        self.model.peer_closed(self.now, id);
+    }
+}
 
 /// Fuzz entry point: decodes a [`ChatInput`] and runs it.
 pub fn chat(data: &[u8]) {
@@ -115,29 +263,58 @@ pub fn run_chat(input: &ChatInput) -> ChatChecker {
 /// [`run_chat`], but each `Data` event's bytes are cut into reads of the given sizes
 /// (cycled; `[]`: use the event's own `split`), to check chunking invariance.
 pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
+    let (send_queue, max_line) = if input.reader {
+        (
+            8192 + usize::from(input.send_queue % 4096),
+            8 + usize::from(input.max_line % 192),
+        )
+    } else {
+        (
+            64 + usize::from(input.send_queue % 4096),
+            8 + usize::from(input.max_line % 64),
+        )
+    };
     let config = ChatConfig::default()
-        .with_max_line(8 + usize::from(input.max_line % 64))
-        .with_send_queue(64 + usize::from(input.send_queue % 2048))
+        .with_max_line(max_line)
+        .with_send_queue(send_queue)
         .with_idle_timeout(
             input
                 .idle_secs
                 .map(|s| Duration::from_secs(1 + u64::from(s % 8))),
         )
-        .with_max_conns(input.max_conns.map(|n| 1 + usize::from(n % 8)));
-    let mut server = ChatServer::new(config);
-    let mut check = ChatChecker::new(config.send_queue);
-    let mut model = Model::new(config);
-    let mut now = Instant::ZERO;
+        .with_max_conns(input.max_conns.map(|n| 1 + usize::from(n % 8)))
+        .with_flood_rate(input.flood.map(|(r, _)| 1 + u32::from(r % 16)))
+        .with_flood_burst(input.flood.map_or(10, |(_, b)| u32::from(b % 5)))
+        .with_max_conns_per_ip(input.per_ip.map(|n| 1 + usize::from(n % 3)))
+        .with_loopback_exempt(!matches!(input.per_ip, Some(n) if n >= 128));
+    let mut run = Run {
+        server: ChatServer::new(config),
+        model: Model::new(config),
+        check: ChatChecker::new(config.send_queue),
+        now: Instant::ZERO,
+        respect_reads: input.respect_reads,
+        reader: None,
+        held: BTreeMap::new(),
+    };
     let mut seq = 0u64;
     let mut ids: Vec<ConnId> = Vec::new();
     let pick = |ids: &[ConnId], c: u8| (!ids.is_empty()).then(|| ids[usize::from(c) % ids.len()]);
     for ev in &input.events {
         match ev {
-            ChatEvent::Open => {
+            ChatEvent::Open | ChatEvent::OpenFrom(_) => {
                 if ids.len() < MAX_CONNS {
-                    let id = server.handle_open(now);
-                    assert_eq!(id, model.open(now), "ids differ from the model's");
-                    check.opened(id);
+                    let (id, model_id) = match ev {
+                        ChatEvent::OpenFrom(a) => (
+                            run.server.handle_open_from(run.now, address(*a)),
+                            run.model.open_from(run.now, address(*a)),
+                        ),
+                        _ => (run.server.handle_open(run.now), run.model.open(run.now)),
+                    };
+                    assert_eq!(id, model_id, "ids differ from the model's");
+                    run.check.opened(id);
+                    if input.reader && ids.is_empty() {
+                        run.reader = Some(id);
+                    }
                     ids.push(id);
                 }
             }
@@ -157,80 +334,83 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
                     super::framer::chunk(&bytes, chunks)
                 };
                 for part in parts {
-                    accept(
-                        check.is_open(id),
-                        server.handle_data(now, id, part).is_ok(),
-                        "handle_data",
-                    );
-                    model.data(now, id, part);
-                    check.drain(&mut server);
-                    agree(&check, &model);
+                    run.data(id, part);
                 }
             }
             ChatEvent::Flushed { conn, n } => {
                 let Some(id) = pick(&ids, *conn) else {
                     continue;
                 };
-                let n = usize::from(*n) % (check.queued(id) + 1);
-                let open = check.flushed(id, n);
-                model.flushed(id, n);
-                accept(open, server.handle_flushed(id, n).is_ok(), "handle_flushed");
+                let n = usize::from(*n) % (run.check.queued(id) + 1);
+                let open = run.check.flushed(id, n);
+                run.model.flushed(id, n);
+                accept(
+                    open,
+                    run.server.handle_flushed(id, n).is_ok(),
+                    "handle_flushed",
+                );
             }
             ChatEvent::PeerClosed(c) => {
                 let Some(id) = pick(&ids, *c) else { continue };
-                accept(
-                    check.is_open(id),
-                    server.handle_peer_closed(now, id).is_ok(),
-                    "handle_peer_closed",
-                );
-                model.peer_closed(id);
+                run.eof(id);
             }
             ChatEvent::Reset(c) => {
                 let Some(id) = pick(&ids, *c) else { continue };
                 accept(
-                    check.is_open(id),
-                    server.handle_reset(now, id).is_ok(),
+                    run.check.is_open(id),
+                    run.server.handle_reset(run.now, id).is_ok(),
                     "handle_reset",
                 );
-                model.reset(id);
+                run.model.reset(run.now, id);
             }
             ChatEvent::SocketClosed(c) => {
                 let Some(id) = pick(&ids, *c) else { continue };
-                accept(true, server.handle_closed(now, id).is_ok(), "handle_closed");
-                model.closed(id);
+                accept(
+                    true,
+                    run.server.handle_closed(run.now, id).is_ok(),
+                    "handle_closed",
+                );
+                run.model.closed(run.now, id);
             }
             ChatEvent::Advance(ms) => {
-                now = now + Duration::from_millis(u64::from(*ms) * 16);
-                server.handle_timeout(now);
-                model.timeout_at(now);
-                if let Some(t) = server.poll_timeout() {
+                run.now = run.now + Duration::from_millis(u64::from(*ms) * 16);
+                run.server.handle_timeout(run.now);
+                run.model.timeout_at(run.now);
+                if let Some(t) = run.server.poll_timeout() {
                     assert!(
-                        t > now,
-                        "poll_timeout {t:?} not after handle_timeout({now:?})"
+                        t > run.now,
+                        "poll_timeout {t:?} not after handle_timeout({:?})",
+                        run.now
                     );
                 }
             }
             ChatEvent::Bogus => {
                 let id = ConnId(u64::MAX);
                 assert!(
-                    server.handle_data(now, id, b"hi\n").is_err(),
+                    run.server.handle_data(run.now, id, b"hi\n").is_err(),
                     "unknown id accepted"
                 );
-                assert!(server.handle_flushed(id, 0).is_err(), "unknown id accepted");
+                assert!(
+                    run.server.handle_flushed(id, 0).is_err(),
+                    "unknown id accepted"
+                );
+                assert!(!run.server.wants_read(id), "unknown id wants to be read");
             }
             ChatEvent::Shutdown => {
-                server.shutdown(now);
-                model.shutdown(now);
-                check.drain(&mut server);
-                agree(&check, &model);
-                assert_eq!(server.connections(), 0, "connections left after shutdown");
+                run.server.shutdown(run.now);
+                run.model.shutdown(run.now);
+                run.settle();
+                assert_eq!(
+                    run.server.connections(),
+                    0,
+                    "connections left after shutdown"
+                );
                 break;
             }
         }
-        check.drain(&mut server);
-        agree(&check, &model);
+        run.settle();
     }
-    check
+    run.check
 }
 
 /// Every connection got the same bytes and the same close from core and model.

@@ -5,12 +5,18 @@ use alloc::format;
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use crate::chat::{ChatServer, CloseReason, ConnId, Output};
+use crate::chat::{ChatServer, CloseReason, ConnId, Output, LINE_OVERHEAD};
 use crate::telnet;
 
-/// Whether `c` must never reach a client: C0 controls except tab and newline, DEL, C1.
+/// Whether `c` must never reach a client: C0 controls except tab and newline, DEL,
+/// C1, and the look-alikes: zero-width and direction marks (U+200B–U+200F, U+2060,
+/// U+FEFF), line and paragraph separators (U+2028, U+2029), bidirectional
+/// embeddings, overrides (U+202A–U+202E) and isolates (U+2066–U+2069).
 pub fn forbidden_char(c: char) -> bool {
-    (c < ' ' && c != '\t' && c != '\n') || ('\u{7f}'..='\u{9f}').contains(&c)
+    (c < ' ' && c != '\t' && c != '\n')
+        || ('\u{7f}'..='\u{9f}').contains(&c)
+        || matches!(c, '\u{200b}'..='\u{200f}' | '\u{2028}'..='\u{202e}' | '\u{2060}')
+        || matches!(c, '\u{2066}'..='\u{2069}' | '\u{feff}')
 }
 
 /// The text of message number `seq` from connection `sender`: `~sender.seq`.
@@ -34,6 +40,8 @@ fn parse_token(line: &str) -> Option<(u64, u64)> {
 #[derive(Debug, Default)]
 struct Conn {
     queued: usize,
+    /// Unflushed bytes of each transmit, oldest first (each costs `LINE_OVERHEAD` more).
+    items: alloc::collections::VecDeque<usize>,
     /// Telnet refusals sent: `(verb, option)`.
     refused: alloc::collections::BTreeSet<(u8, u8)>,
     /// Highest token seq received from each sender.
@@ -50,8 +58,10 @@ struct Conn {
 /// * no sender receives its own [token] (except by `/msg` to itself, or quoted in
 ///   an error line), and tokens from one sender reach each
 ///   recipient in increasing order;
-/// * a connection's queued bytes never exceed `send_queue`, and agree with
-///   [`ChatServer::queued`] and [`ChatServer::connections`].
+/// * a connection's queued cost (bytes plus [`LINE_OVERHEAD`] per transmit not
+///   fully flushed) never exceeds `send_queue`; bytes and cost agree with
+///   [`ChatServer::queued`] and [`ChatServer::queued_cost`], the open set with
+///   [`ChatServer::connections`]; closed connections never want to be read.
 #[derive(Debug)]
 pub struct ChatChecker {
     send_queue: usize,
@@ -110,10 +120,21 @@ impl ChatChecker {
                     }
                 }
                 conn.queued += bytes.len();
+                conn.items.push_back(bytes.len());
+                // A refusal (the only output before a connection's `Close`) is static
+                // and not queued against `send_queue`.
+                let refusal = self.received.get(to).is_some_and(Vec::is_empty)
+                    && matches!(
+                        &bytes[..],
+                        b"! server full\n"
+                            | b"* server shutting down\n"
+                            | b"! too many connections from your address\n"
+                    );
                 assert!(
-                    conn.queued <= self.send_queue,
-                    "{to:?} has {} bytes queued, send_queue is {}",
+                    refusal || conn.cost() <= self.send_queue,
+                    "{to:?} has {} bytes queued costing {}, send_queue is {}",
                     conn.queued,
+                    conn.cost(),
                     self.send_queue
                 );
                 self.received
@@ -148,6 +169,15 @@ impl ChatChecker {
             Some(c) => {
                 assert!(n <= c.queued, "harness flushed more than queued");
                 c.queued -= n;
+                let mut left = n;
+                while let Some(first) = c.items.front_mut() {
+                    if left < *first {
+                        *first -= left;
+                        break;
+                    }
+                    left -= *first;
+                    c.items.pop_front();
+                }
                 true
             }
             None => false,
@@ -157,6 +187,11 @@ impl ChatChecker {
     /// Bytes transmitted to `id` and not yet flushed (0 when not open).
     pub fn queued(&self, id: ConnId) -> usize {
         self.open.get(&id).map_or(0, |c| c.queued)
+    }
+
+    /// What `id`'s queue counts against `send_queue` (0 when not open).
+    pub fn cost(&self, id: ConnId) -> usize {
+        self.open.get(&id).map_or(0, Conn::cost)
     }
 
     /// Whether `id` is open.
@@ -206,6 +241,11 @@ impl ChatChecker {
         );
         for (id, c) in &self.open {
             assert_eq!(server.queued(*id), Some(c.queued), "queued({id:?})");
+            assert_eq!(
+                server.queued_cost(*id),
+                Some(c.cost()),
+                "queued_cost({id:?})"
+            );
         }
         for id in self.closed.keys() {
             assert_eq!(
@@ -213,6 +253,7 @@ impl ChatChecker {
                 None,
                 "queued({id:?}) of a closed connection"
             );
+            assert!(!server.wants_read(*id), "closed {id:?} wants to be read");
         }
         let mut nicks = alloc::collections::BTreeSet::new();
         for id in self.open.keys() {
@@ -235,6 +276,12 @@ impl ChatChecker {
             Some(r) => format!("closed ({r:?})"),
             None => String::from("never opened"),
         }
+    }
+}
+
+impl Conn {
+    fn cost(&self) -> usize {
+        self.queued + LINE_OVERHEAD * self.items.len()
     }
 }
 

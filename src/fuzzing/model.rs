@@ -6,11 +6,20 @@
 //! apart from [`crate::telnet`], byte by byte), framing, parsing and sanitizing. It records what each
 //! connection was sent and how it was closed, to compare with the real core's outputs
 //! (see [`ChatChecker::received`](super::ChatChecker::received)).
+//!
+//! Flow control, the plain way: input is kept as raw bytes and processed byte by
+//! byte; before every byte that makes something happen (a line ends, a line gets too
+//! long, a telnet interrupt or reply) the client's pause is checked by scanning its
+//! room, and a paused client keeps the rest of its bytes. After every event, every
+//! client with bytes left (or an EOF) that is not paused goes on, in id order, until
+//! none can.
 
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
+use core::net::IpAddr;
+use core::time::Duration;
 
 use crate::chat::{ChatConfig, CloseReason, ConnId};
 use crate::Instant;
@@ -24,6 +33,9 @@ const HELP: &str = "* /nick NAME — change your nick\n\
 * /me text — an action, shown as * nick text\n\
 * /quit [reason] — leave the server\n\
 * /help — this list (start a message with // to send a line starting with /)\n";
+
+/// What every queued transmit costs besides its bytes (documented on the core).
+const OVERHEAD: usize = 64;
 
 /// Where a client's telnet command parsing is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -48,6 +60,14 @@ pub(super) enum Act {
     Reply([u8; 3]),
 }
 
+/// Something a byte of input makes happen (checked against the pause first).
+enum Step {
+    Line,
+    TooLong,
+    Interrupt,
+    Reply([u8; 3]),
+}
+
 #[derive(Debug)]
 struct Client {
     nick: String,
@@ -56,9 +76,27 @@ struct Client {
     telnet: Telnet,
     partial: Vec<u8>,
     discarding: bool,
+    /// Raw bytes received and not processed yet (the client was paused).
+    pending: Vec<u8>,
+    /// EOF received, not processed yet.
+    eof: bool,
     queued: usize,
+    /// Bytes left of each transmit not fully flushed.
+    items: VecDeque<usize>,
+    /// When its cost last went above half of `send_queue` (while it stays there).
+    hot_since: Option<Instant>,
+    last_msg: Option<ConnId>,
+    /// Flood bucket: credit (time's worth of lines) as of `credit_at`.
+    credit: Duration,
+    credit_at: Instant,
     deadline: Option<Instant>,
     doomed: bool,
+}
+
+impl Client {
+    fn cost(&self) -> usize {
+        self.queued + OVERHEAD * self.items.len()
+    }
 }
 
 /// Reference model of the chat server. Methods mirror [`ChatServer`](crate::chat::ChatServer)'s.
@@ -76,6 +114,8 @@ pub struct Model {
     now: Instant,
     /// Closed, socket not reported closed: when the grace runs out.
     closing: BTreeMap<ConnId, Instant>,
+    /// The address each connection came from, if known (never forgotten).
+    addrs: BTreeMap<ConnId, IpAddr>,
     /// Connections whose grace ran out (the core's `Abort`).
     pub aborted: BTreeSet<ConnId>,
     /// Everything sent to each connection ever issued.
@@ -85,7 +125,13 @@ pub struct Model {
 }
 
 fn forbidden(c: char) -> bool {
-    (c <= '\u{1f}' && c != '\t') || ('\u{7f}'..='\u{9f}').contains(&c)
+    let control = (c <= '\u{1f}' && c != '\t') || ('\u{7f}'..='\u{9f}').contains(&c);
+    let look_alike = ('\u{200b}'..='\u{200f}').contains(&c)
+        || ('\u{2028}'..='\u{202e}').contains(&c)
+        || c == '\u{2060}'
+        || ('\u{2066}'..='\u{2069}').contains(&c)
+        || c == '\u{feff}';
+    control || look_alike
 }
 
 fn valid_name(s: &str) -> bool {
@@ -116,6 +162,7 @@ impl Model {
             shut_down: false,
             now: Instant::ZERO,
             closing: BTreeMap::new(),
+            addrs: BTreeMap::new(),
             aborted: BTreeSet::new(),
             sent: BTreeMap::new(),
             closes: BTreeMap::new(),
@@ -127,13 +174,77 @@ impl Model {
         self.clients.get(&id).map(|c| c.queued)
     }
 
+    /// What `id`'s queue counts against `send_queue` (`None`: not open).
+    pub fn queued_cost(&self, id: ConnId) -> Option<usize> {
+        self.clients.get(&id).map(Client::cost)
+    }
+
     /// Open connections.
     pub fn connections(&self) -> usize {
         self.clients.len()
     }
 
-    fn timeout(&self) -> Option<core::time::Duration> {
+    /// See [`ChatServer::wants_read`](crate::chat::ChatServer::wants_read).
+    pub fn wants_read(&self, id: ConnId) -> bool {
+        self.clients.get(&id).is_some_and(|c| !c.eof) && !self.paused(id)
+    }
+
+    fn timeout(&self) -> Option<Duration> {
         self.config.idle_timeout.filter(|d| !d.is_zero())
+    }
+
+    /// Flood control: (time per line, lines per burst), if on.
+    fn flood(&self) -> Option<(Duration, u32)> {
+        match self.config.flood_rate {
+            Some(rate) if rate > 0 => Some((
+                Duration::from_secs(1) / rate,
+                self.config.flood_burst.max(1),
+            )),
+            _ => None,
+        }
+    }
+
+    /// `id`'s flood credit now.
+    fn credit(&self, c: &Client) -> Duration {
+        match self.flood() {
+            None => Duration::ZERO,
+            Some((per_line, burst)) => {
+                let earned = self.now - c.credit_at;
+                (c.credit + earned).min(per_line * burst)
+            }
+        }
+    }
+
+    fn hot(&self, id: ConnId) -> bool {
+        self.clients
+            .get(&id)
+            .is_some_and(|c| c.cost() > self.config.send_queue / 2)
+    }
+
+    /// Whether `id` may not be read now: someone in its room (itself included) or
+    /// its last `/msg` target is hot, or its flood bucket is empty.
+    fn paused(&self, id: ConnId) -> bool {
+        let Some(c) = self.clients.get(&id) else {
+            return true;
+        };
+        let room_hot = self.members(&c.room).into_iter().any(|m| self.hot(m));
+        let target_hot = c.last_msg.is_some_and(|t| self.hot(t));
+        let bucket_empty = self
+            .flood()
+            .is_some_and(|(per_line, _)| self.credit(c) < per_line);
+        room_hot || target_hot || bucket_empty
+    }
+
+    fn take_token(&mut self, id: ConnId) {
+        let Some((per_line, _)) = self.flood() else {
+            return;
+        };
+        let now = self.now;
+        let credit = self.clients.get(&id).map(|c| self.credit(c));
+        if let (Some(credit), Some(c)) = (credit, self.clients.get_mut(&id)) {
+            c.credit = credit - per_line;
+            c.credit_at = now;
+        }
     }
 
     fn raw(&mut self, id: ConnId, bytes: &[u8]) {
@@ -146,14 +257,19 @@ impl Model {
 
     fn send_bytes(&mut self, id: ConnId, bytes: &[u8]) {
         let limit = self.config.send_queue;
+        let now = self.now;
         let Some(c) = self.clients.get_mut(&id) else {
             return;
         };
         if c.doomed {
             return;
         }
-        if c.queued + bytes.len() <= limit {
+        if c.cost() + bytes.len() + OVERHEAD <= limit {
             c.queued += bytes.len();
+            c.items.push_back(bytes.len());
+            if c.hot_since.is_none() && c.cost() > limit / 2 {
+                c.hot_since = Some(now);
+            }
             self.raw(id, bytes);
         } else {
             c.doomed = true;
@@ -200,15 +316,78 @@ impl Model {
         }
     }
 
+    /// Every client with input left that is not paused goes on, in id order,
+    /// until a round makes no progress.
+    fn resume_all(&mut self) {
+        loop {
+            let mut progressed = false;
+            let ids: Vec<ConnId> = self.clients.keys().copied().collect();
+            for id in ids {
+                let waiting = self
+                    .clients
+                    .get(&id)
+                    .is_some_and(|c| !c.pending.is_empty() || c.eof);
+                if waiting && !self.paused(id) {
+                    self.pump(id);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+    }
+
+    /// How many connections from `ip` are open or closing.
+    fn conns_from(&self, ip: IpAddr) -> usize {
+        self.addrs
+            .iter()
+            .filter(|(id, a)| {
+                **a == ip && (self.clients.contains_key(id) || self.closing.contains_key(id))
+            })
+            .count()
+    }
+
     /// See [`ChatServer::handle_open`](crate::chat::ChatServer::handle_open).
     pub fn open(&mut self, now: Instant) -> ConnId {
+        self.open_addr(now, None)
+    }
+
+    /// See [`ChatServer::handle_open_from`](crate::chat::ChatServer::handle_open_from).
+    pub fn open_from(&mut self, now: Instant, ip: IpAddr) -> ConnId {
+        let ip = match ip {
+            IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => IpAddr::V4(v4),
+                None => IpAddr::V6(v6),
+            },
+            v4 => v4,
+        };
+        self.open_addr(now, Some(ip))
+    }
+
+    fn open_addr(&mut self, now: Instant, ip: Option<IpAddr>) -> ConnId {
         self.now = self.now.max(now);
         let id = ConnId(self.next_id);
         self.next_id += 1;
         self.sent.insert(id, Vec::new());
+        let too_many = match (ip, self.config.max_conns_per_ip) {
+            (Some(ip), Some(max)) if max > 0 => {
+                let exempt = self.config.loopback_exempt && ip.is_loopback();
+                !exempt && self.conns_from(ip) >= max
+            }
+            _ => false,
+        };
+        if let Some(ip) = ip {
+            self.addrs.insert(id, ip);
+        }
         if self.shut_down {
             self.raw(id, b"* server shutting down\n");
             self.close(id, CloseReason::Shutdown);
+            return id;
+        }
+        if too_many {
+            self.raw(id, b"! too many connections from your address\n");
+            self.close(id, CloseReason::TooManyFromAddress);
             return id;
         }
         if self
@@ -236,13 +415,24 @@ impl Model {
             .entry("lobby".into())
             .or_insert_with(|| "#lobby".into());
         let deadline = self.timeout().map(|t| now + t);
+        let credit = match self.flood() {
+            Some((per_line, burst)) => per_line * burst,
+            None => Duration::ZERO,
+        };
         let client = Client {
             nick: nick.clone(),
             room: "lobby".into(),
             telnet: Telnet::default(),
             partial: Vec::new(),
             discarding: false,
+            pending: Vec::new(),
+            eof: false,
             queued: 0,
+            items: VecDeque::new(),
+            hot_since: None,
+            last_msg: None,
+            credit,
+            credit_at: self.now,
             deadline,
             doomed: false,
         };
@@ -250,6 +440,7 @@ impl Model {
         self.send(id, format!("* welcome {nick}, {online} users online\n"));
         self.broadcast("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
         self.drops();
+        self.resume_all();
         id
     }
 
@@ -263,85 +454,89 @@ impl Model {
         let Some(c) = self.clients.get_mut(&id) else {
             return true;
         };
+        if c.eof {
+            return true;
+        }
         if !data.is_empty() {
             if let Some(t) = timeout {
                 c.deadline = Some(now + t);
             }
         }
-        // Telnet first, byte by byte; text bytes are framed in runs, in order with
-        // interrupts and replies.
-        let mut text = Vec::new();
-        for &b in data {
-            let Some(c) = self.clients.get_mut(&id) else {
-                break;
-            };
-            match c.telnet.step(b) {
-                Act::Nothing => {}
-                Act::Byte(b) => text.push(b),
-                Act::Interrupt => {
-                    self.frame(id, &core::mem::take(&mut text));
-                    if let Some(c) = self.clients.get_mut(&id) {
-                        c.partial.clear();
-                        c.discarding = false;
-                    }
-                }
-                Act::Reply(reply) => {
-                    self.frame(id, &core::mem::take(&mut text));
-                    self.send_bytes(id, &reply);
-                    self.drops();
-                }
-            }
-        }
-        self.frame(id, &text);
+        c.pending.extend_from_slice(data);
+        self.pump(id);
+        self.resume_all();
         true
     }
 
-    /// Frames `text` (telnet already removed) and handles each line.
-    fn frame(&mut self, id: ConnId, text: &[u8]) {
-        let Some(c) = self.clients.get_mut(&id) else {
-            return;
-        };
-        c.partial.extend_from_slice(text);
+    /// Processes `id`'s pending bytes one by one while it is not paused, then its
+    /// EOF (last unterminated line, departure).
+    fn pump(&mut self, id: ConnId) {
         let max = self.config.max_line;
-        while let Some(c) = self.clients.get_mut(&id) {
-            match c.partial.iter().position(|&b| b == b'\n') {
-                Some(i) => {
-                    let line: Vec<u8> = c.partial.drain(..=i).collect();
-                    if core::mem::take(&mut c.discarding) {
-                        continue;
-                    }
-                    self.line(id, &line[..i]);
+        loop {
+            let Some(c) = self.clients.get_mut(&id) else {
+                return;
+            };
+            let Some(&b) = c.pending.first() else {
+                break;
+            };
+            let mut telnet = c.telnet.clone();
+            let act = telnet.step(b);
+            let step = match act {
+                Act::Nothing => None,
+                Act::Byte(b'\n') if c.discarding => None,
+                Act::Byte(b'\n') => Some(Step::Line),
+                Act::Byte(_) if c.discarding => None,
+                Act::Byte(_) if c.partial.len() + 1 > max.saturating_add(1) => Some(Step::TooLong),
+                Act::Byte(_) => None,
+                Act::Interrupt => Some(Step::Interrupt),
+                Act::Reply(r) => Some(Step::Reply(r)),
+            };
+            if step.is_some() && self.paused(id) {
+                return;
+            }
+            let c = self.clients.get_mut(&id).expect("checked");
+            c.pending.remove(0);
+            c.telnet = telnet;
+            match step {
+                None => match act {
+                    // The end of a line being discarded.
+                    Act::Byte(b'\n') => c.discarding = false,
+                    Act::Byte(t) if !c.discarding => c.partial.push(t),
+                    _ => {}
+                },
+                Some(Step::Line) => {
+                    let line = core::mem::take(&mut c.partial);
+                    self.take_token(id);
+                    self.line(id, &line);
                     self.drops();
                 }
-                None => {
-                    if c.discarding {
-                        c.partial.clear();
-                    } else if c.partial.len() > max + 1 {
-                        c.partial.clear();
-                        c.discarding = true;
-                        self.send(id, format!("! line too long (max {max} bytes)\n"));
-                        self.drops();
-                    }
-                    break;
+                Some(Step::TooLong) => {
+                    c.partial.clear();
+                    c.discarding = true;
+                    self.take_token(id);
+                    self.send(id, format!("! line too long (max {max} bytes)\n"));
+                    self.drops();
+                }
+                Some(Step::Interrupt) => {
+                    c.partial.clear();
+                    c.discarding = false;
+                }
+                Some(Step::Reply(r)) => {
+                    self.send_bytes(id, &r);
+                    self.drops();
                 }
             }
         }
-    }
-
-    /// See [`ChatServer::handle_flushed`](crate::chat::ChatServer::handle_flushed).
-    pub fn flushed(&mut self, id: ConnId, n: usize) {
-        if let Some(c) = self.clients.get_mut(&id) {
-            c.queued -= n;
-        }
-    }
-
-    /// See [`ChatServer::handle_peer_closed`](crate::chat::ChatServer::handle_peer_closed).
-    pub fn peer_closed(&mut self, id: ConnId) {
-        let Some(c) = self.clients.get_mut(&id) else {
+        let Some(c) = self.clients.get(&id) else {
             return;
         };
+        if !c.eof || self.paused(id) {
+            return;
+        }
+        let c = self.clients.get_mut(&id).expect("checked");
         let rest = core::mem::take(&mut c.partial);
         if !core::mem::take(&mut c.discarding) && !rest.is_empty() {
+            self.take_token(id);
             self.line(id, &rest);
             self.drops();
         }
@@ -349,10 +544,45 @@ impl Model {
         self.drops();
     }
 
+    /// See [`ChatServer::handle_flushed`](crate::chat::ChatServer::handle_flushed).
+    pub fn flushed(&mut self, id: ConnId, n: usize) {
+        let half = self.config.send_queue / 2;
+        if let Some(c) = self.clients.get_mut(&id) {
+            c.queued -= n;
+            let mut left = n;
+            while let Some(first) = c.items.front_mut() {
+                if left < *first {
+                    *first -= left;
+                    break;
+                }
+                left -= *first;
+                c.items.pop_front();
+            }
+            if c.cost() <= half {
+                c.hot_since = None;
+            }
+        }
+        self.resume_all();
+    }
+
+    /// See [`ChatServer::handle_peer_closed`](crate::chat::ChatServer::handle_peer_closed).
+    pub fn peer_closed(&mut self, now: Instant, id: ConnId) {
+        self.now = self.now.max(now);
+        if let Some(c) = self.clients.get_mut(&id) {
+            if !c.eof {
+                c.eof = true;
+                self.pump(id);
+            }
+        }
+        self.resume_all();
+    }
+
     /// See [`ChatServer::handle_reset`](crate::chat::ChatServer::handle_reset).
-    pub fn reset(&mut self, id: ConnId) {
+    pub fn reset(&mut self, now: Instant, id: ConnId) {
+        self.now = self.now.max(now);
         self.remove(id, "connection reset", CloseReason::Reset);
         self.drops();
+        self.resume_all();
     }
 
     /// See [`ChatServer::handle_timeout`](crate::chat::ChatServer::handle_timeout).
@@ -366,7 +596,29 @@ impl Model {
                 .min();
             match next {
                 Some((d, id)) if d <= now => {
+                    if let (true, Some(t)) = (self.paused(id), self.timeout()) {
+                        // Not read because of flow control: not idle.
+                        if let Some(c) = self.clients.get_mut(&id) {
+                            c.deadline = Some(now + t);
+                        }
+                        continue;
+                    }
                     self.remove(id, "idle timeout", CloseReason::IdleTimeout);
+                    self.drops();
+                }
+                _ => break,
+            }
+        }
+        let stall = self.config.stall_timeout;
+        loop {
+            let next = self
+                .clients
+                .iter()
+                .filter_map(|(id, c)| c.hot_since.map(|t| (t + stall, *id)))
+                .min();
+            match next {
+                Some((d, id)) if d <= now => {
+                    self.remove(id, "send queue exceeded", CloseReason::SendQueueExceeded);
                     self.drops();
                 }
                 _ => break,
@@ -382,11 +634,12 @@ impl Model {
             self.closing.remove(&id);
             self.aborted.insert(id);
         }
+        self.resume_all();
     }
 
     /// See [`ChatServer::handle_closed`](crate::chat::ChatServer::handle_closed).
-    pub fn closed(&mut self, id: ConnId) {
-        self.reset(id);
+    pub fn closed(&mut self, now: Instant, id: ConnId) {
+        self.reset(now, id);
         self.closing.remove(&id);
     }
 
@@ -430,6 +683,51 @@ impl Model {
         self.command(id, &text);
     }
 
+    /// A `/who` or `/rooms` reply, bounded as documented on the core: lines of at
+    /// most `max(max_line, 80)` bytes each starting with `header`, at most
+    /// `min(send_queue / 4, 16384) - 64` bytes in all, `… and K more` at the end if
+    /// not all entries fit.
+    fn list_reply(&self, header: &str, entries: &[String]) -> String {
+        let width = self.config.max_line.max(80);
+        let budget = (self.config.send_queue / 4)
+            .min(16384)
+            .saturating_sub(OVERHEAD);
+        let size = |lines: &Vec<String>| lines.iter().map(|l| l.len() + 1).sum::<usize>() - 1;
+        let mut lines = vec![header.to_string()];
+        let mut shown = 0;
+        for (i, entry) in entries.iter().enumerate() {
+            let mut next = lines.clone();
+            let last = next.last_mut().expect("one line");
+            if i == 0 {
+                last.push_str(entry);
+            } else if last.len() + 2 + entry.len() <= width {
+                last.push_str(", ");
+                last.push_str(entry);
+            } else {
+                next.push(format!("{header}{entry}"));
+            }
+            let room_left = if i + 1 == entries.len() { 1 } else { width + 2 };
+            if size(&next) + room_left > budget {
+                break;
+            }
+            lines = next;
+            shown += 1;
+        }
+        if shown < entries.len() {
+            let marker = format!("… and {} more", entries.len() - shown);
+            let last = lines.last_mut().expect("one line");
+            if shown == 0 {
+                last.push_str(&marker);
+            } else if last.len() + 2 + marker.len() <= width {
+                last.push_str(", ");
+                last.push_str(&marker);
+            } else {
+                lines.push(format!("{header}{marker}"));
+            }
+        }
+        lines.join("\n") + "\n"
+    }
+
     fn command(&mut self, id: ConnId, line: &str) {
         let Some(me) = self.clients.get(&id) else {
             return;
@@ -456,7 +754,8 @@ impl Model {
                     .collect();
                 nicks.sort_by_key(|n| n.to_ascii_lowercase());
                 let shown = self.rooms[&room].clone();
-                self.send(id, format!("* in {shown}: {}\n", nicks.join(", ")));
+                let reply = self.list_reply(&format!("* in {shown}: "), &nicks);
+                self.send(id, reply);
             }
             "rooms" => {
                 let list: Vec<String> = self
@@ -464,7 +763,8 @@ impl Model {
                     .iter()
                     .map(|(k, shown)| format!("{shown} ({})", self.members(k).len()))
                     .collect();
-                self.send(id, format!("* rooms: {}\n", list.join(", ")));
+                let reply = self.list_reply("* rooms: ", &list);
+                self.send(id, reply);
             }
             "msg" => {
                 let (to, text) = split_word(args);
@@ -476,7 +776,12 @@ impl Model {
                     .iter()
                     .find(|(_, c)| c.nick.eq_ignore_ascii_case(to))
                 {
-                    Some((&target, _)) => self.send(target, format!("(pm) <{nick}> {text}\n")),
+                    Some((&target, _)) => {
+                        self.send(target, format!("(pm) <{nick}> {text}\n"));
+                        if let Some(c) = self.clients.get_mut(&id) {
+                            c.last_msg = Some(target);
+                        }
+                    }
                     None => self.error(id, &format!("no such nick {to}")),
                 }
             }
@@ -497,6 +802,9 @@ impl Model {
     fn rename(&mut self, id: ConnId, old: &str, room: &str, name: &str) {
         if !valid_name(name) {
             return self.error(id, "invalid nick");
+        }
+        if name.eq_ignore_ascii_case("server") {
+            return self.error(id, &format!("nick {name} is reserved"));
         }
         if self
             .clients
@@ -544,7 +852,7 @@ impl Model {
 
 /// A client's telnet parser, byte by byte (also the reference for the `telnet`
 /// fuzz body).
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Telnet {
     tn: Tn,
     /// `(verb, option)` pairs already refused.

@@ -112,6 +112,10 @@ pub struct SimReport {
     pub batches: u64,
     /// Most events handled by one `handle_batch` call (chat runs).
     pub max_batch: u64,
+    /// Clients whose input the core paused (flow control) with lines unprocessed:
+    /// what they send and receive from then on is checked for order only, not for
+    /// exactly which lines they get (their buffered `/join`s land later).
+    pub paused: u64,
 }
 
 /// Timed events in order of (time, insertion): ties break by arrival, deterministically.

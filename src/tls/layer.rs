@@ -22,6 +22,9 @@ pub const MAX_UNWRITTEN: usize = 64 * 1024;
 
 /// Plaintext is encrypted in pieces of at most this size: one TLS record each.
 const RECORD: usize = 16 * 1024;
+/// Most a TLS record adds to its plaintext (header, content type, AEAD tag; 1.2
+/// explicit nonce included).
+const RECORD_OVERHEAD: usize = 5 + 1 + 16 + 8;
 
 /// When a handshake that started at `started` must be finished.
 pub fn handshake_deadline(started: Instant) -> Instant {
@@ -232,6 +235,23 @@ impl TlsServerLayer {
         got
     }
 
+    /// Moves plaintext received from the client into `out` (as much as fits);
+    /// returns how many bytes. For a caller that owns its buffer (no copy through
+    /// a `Vec`).
+    pub fn read_plaintext_into(&mut self, out: &mut [u8]) -> usize {
+        let want = out.len().min(self.plaintext_ready);
+        let mut got = 0;
+        while got < want {
+            match self.conn.reader().read(&mut out[got..want]) {
+                Ok(0) => break,
+                Ok(n) => got += n,
+                Err(_) => break,
+            }
+        }
+        self.plaintext_ready -= got;
+        got
+    }
+
     /// Whether [`read_plaintext`](Self::read_plaintext) has something to return.
     pub fn has_plaintext(&self) -> bool {
         self.plaintext_ready > 0
@@ -265,6 +285,8 @@ impl TlsServerLayer {
         if self.conn.is_handshaking() {
             self.early.extend_from_slice(&data[..n]);
         } else {
+            // Room for all the records at once: no regrowing (and copying) `out`.
+            self.out.reserve(n + n.div_ceil(RECORD) * RECORD_OVERHEAD);
             self.encrypt(&data[..n]);
         }
         n

@@ -27,6 +27,9 @@ use echochat::runtime::{serve_chat, serve_echo, RuntimeKind};
 #[cfg(feature = "tls")]
 pub mod tls;
 
+/// A real `redis-server` on a free port, for the cluster tests.
+pub mod redis;
+
 /// The out-of-tree runtime (see `examples/custom_runtime/`).
 #[path = "../../examples/custom_runtime/pool.rs"]
 mod pool;
@@ -394,6 +397,11 @@ fn start_bin(
             if let Some(n) = config.max_conns {
                 command.args(["--max-conns", &n.to_string()]);
             }
+            let per_ip = config.max_conns_per_ip.unwrap_or(0);
+            command.args(["--max-conns-per-ip", &per_ip.to_string()]);
+            if !config.loopback_exempt {
+                command.arg("--no-loopback-exempt");
+            }
             if config.once {
                 command.arg("--once");
             }
@@ -417,6 +425,20 @@ fn start_bin(
             if let Some(n) = config.max_conns {
                 command.args(["--max-conns", &n.to_string()]);
             }
+            if let Some(rate) = config.flood_rate {
+                command.args(["--flood-rate", &rate.to_string()]);
+                command.args(["--flood-burst", &config.flood_burst.to_string()]);
+            }
+            let per_ip = config.max_conns_per_ip.unwrap_or(0);
+            command.args(["--max-conns-per-ip", &per_ip.to_string()]);
+            if !config.loopback_exempt {
+                command.arg("--no-loopback-exempt");
+            }
+            assert_eq!(
+                config.stall_timeout,
+                ChatConfig::default().stall_timeout,
+                "the binary has no flag for stall_timeout"
+            );
         }
     }
     command.args(["--addr", "127.0.0.1:0", "--runtime", &transport.name()]);

@@ -17,7 +17,7 @@
 #![cfg_attr(not(feature = "net"), allow(dead_code))]
 
 use std::io::{self, IoSlice};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::{Buf, Bytes};
@@ -134,6 +134,8 @@ pub(crate) struct ConnWriter {
     queue: flume::Receiver<Bytes>,
     flushed: flume::Sender<(ConnId, usize)>,
     outstanding: Outstanding,
+    /// The hub's flag: set while it waits for news of flushes (see `written`).
+    wake: Arc<AtomicBool>,
     batch: WriteBatch,
     /// `Some(failed)` once done.
     done: Option<bool>,
@@ -145,12 +147,14 @@ impl ConnWriter {
         queue: flume::Receiver<Bytes>,
         flushed: flume::Sender<(ConnId, usize)>,
         outstanding: Outstanding,
+        wake: Arc<AtomicBool>,
     ) -> Self {
         ConnWriter {
             id,
             queue,
             flushed,
             outstanding,
+            wake,
             batch: WriteBatch::new(),
             done: None,
         }
@@ -204,8 +208,10 @@ impl ConnWriter {
         self.batch.slices(out)
     }
 
-    /// The write of [`slices`](Self::slices) returned `result`.
-    pub(crate) fn written(&mut self, result: io::Result<usize>) {
+    /// The write of [`slices`](Self::slices) returned `result`. Returns an event
+    /// to send the hub when it waits for news of flushes (a sender is paused until
+    /// its recipients drain: this flush may let it go on).
+    pub(crate) fn written<S>(&mut self, result: io::Result<usize>) -> Option<Event<S>> {
         match result {
             Ok(0) => self.done = Some(true),
             Ok(n) => {
@@ -213,11 +219,16 @@ impl ConnWriter {
                 self.outstanding.written(n);
                 if self.flushed.send((self.id, n)).is_err() {
                     self.done = Some(false); // the hub is gone
+                } else if self.wake.load(Ordering::Relaxed)
+                    && self.wake.swap(false, Ordering::AcqRel)
+                {
+                    return Some(Event::Wake);
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(_) => self.done = Some(true),
         }
+        None
     }
 
     /// The event that tells the hub this writer ended.
@@ -345,19 +356,19 @@ mod tests {
         let (tx, rx) = flume::unbounded();
         let (ftx, frx) = flume::unbounded();
         let out = Outstanding::default();
-        let mut w = ConnWriter::new(ConnId(1), rx, ftx, out.clone());
+        let mut w = ConnWriter::new(ConnId(1), rx, ftx, out.clone(), Arc::default());
         assert_eq!(w.next(), WriteStep::NeedBytes);
         out.handed(5);
         tx.send(Bytes::from_static(b"hello")).unwrap();
         assert_eq!(w.next(), WriteStep::Write);
-        w.written(Err(io::ErrorKind::Interrupted.into()));
+        w.written::<()>(Err(io::ErrorKind::Interrupted.into()));
         assert_eq!(w.next(), WriteStep::Write, "EINTR is retried");
-        w.written(Ok(2));
+        w.written::<()>(Ok(2));
         assert_eq!(frx.try_recv(), Ok((ConnId(1), 2)));
         assert!(!out.is_zero());
         drop(tx);
         assert_eq!(w.next(), WriteStep::Write, "the rest is written first");
-        w.written(Ok(3));
+        w.written::<()>(Ok(3));
         assert!(out.is_zero());
         assert_eq!(w.next(), WriteStep::Done);
         assert!(matches!(
@@ -370,11 +381,29 @@ mod tests {
     fn a_failed_write_ends_the_writer_as_failed() {
         let (tx, rx) = flume::unbounded();
         let (ftx, _frx) = flume::unbounded();
-        let mut w = ConnWriter::new(ConnId(2), rx, ftx, Outstanding::default());
+        let mut w = ConnWriter::new(ConnId(2), rx, ftx, Outstanding::default(), Arc::default());
         tx.send(Bytes::from_static(b"x")).unwrap();
         assert_eq!(w.next(), WriteStep::Write);
-        w.written(Err(io::ErrorKind::BrokenPipe.into()));
+        w.written::<()>(Err(io::ErrorKind::BrokenPipe.into()));
         assert_eq!(w.next(), WriteStep::Done);
         assert!(matches!(w.done_event::<()>(), Event::WriterDone(_, true)));
+    }
+
+    #[test]
+    fn a_flush_wakes_the_hub_once_while_it_waits_for_one() {
+        let (tx, rx) = flume::unbounded();
+        let (ftx, _frx) = flume::unbounded();
+        let wake = Arc::new(AtomicBool::new(false));
+        let mut w = ConnWriter::new(ConnId(3), rx, ftx, Outstanding::default(), wake.clone());
+        tx.send(Bytes::from_static(b"abcdef")).unwrap();
+        assert_eq!(w.next(), WriteStep::Write);
+        assert!(
+            w.written::<()>(Ok(1)).is_none(),
+            "the hub waits for nothing"
+        );
+        wake.store(true, Ordering::Release);
+        assert!(matches!(w.written::<()>(Ok(1)), Some(Event::Wake)));
+        assert!(!wake.load(Ordering::Acquire), "one wake per wait");
+        assert!(w.written::<()>(Ok(1)).is_none());
     }
 }

@@ -90,7 +90,11 @@ impl<S: Sock> EchoHub<S> {
     pub(crate) fn admit(self: &Arc<Self>, now: Instant, sock: &Arc<S>) -> Option<Admitted<S>> {
         count!(accepted, 1);
         let mut state = self.lock();
-        let Some(id) = state.core.handle_accept(now) else {
+        let admitted = match sock.peer_addr() {
+            Some(peer) => state.core.handle_accept_from(now, peer.ip()),
+            None => state.core.handle_accept(now),
+        };
+        let Some(id) = admitted else {
             drop(state);
             count!(refused, 1);
             log::info!("echo connection from {:?} refused", sock.peer_addr());

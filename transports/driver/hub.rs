@@ -38,6 +38,7 @@
 use std::collections::HashMap;
 use std::io::IoSlice;
 use std::net::Shutdown as How;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -75,6 +76,9 @@ pub(crate) enum Event<S> {
     WriterDone(ConnId, bool),
     /// The server must stop (sent by the acceptor once it stopped accepting).
     Shutdown,
+    /// A writer flushed while the hub waited for news of flushes (a connection is
+    /// paused until its recipients drain): nothing else to handle.
+    Wake,
     /// The cluster bus reported something (forwarded from the bus's threads).
     Bus(crate::cluster::BusEvent),
 }
@@ -148,6 +152,9 @@ pub(crate) struct Hub<S> {
     closing: HashMap<ConnId, Arc<S>>,
     flushed_tx: flume::Sender<(ConnId, usize)>,
     flushed_rx: flume::Receiver<(ConnId, usize)>,
+    /// Set while a reader is paused by the core: the next writer to report a flush
+    /// clears it and sends [`Event::Wake`], so the hub hears of the drain at once.
+    wake: Arc<AtomicBool>,
     /// Connections with collected transmits (each once).
     dirty: Vec<ConnId>,
     /// Flush at the end of the current event: a connection collected this many bytes.
@@ -173,6 +180,7 @@ impl<S: Sock> Hub<S> {
         Hub {
             flushed_tx,
             flushed_rx,
+            wake: Arc::default(),
             core: ChatServer::new(config),
             open: HashMap::new(),
             closing: HashMap::new(),
@@ -309,15 +317,18 @@ impl<S: Sock> Hub<S> {
             Event::Accepted(sock) => {
                 count!(accepted, 1);
                 let (id, started) = self.start_conn(sock, spawn);
-                let issued = if started {
-                    self.core.handle_open(now)
-                } else {
+                let from = self.open.get(&id).and_then(|c| c.sock.peer_addr());
+                let issued = if !started {
                     self.core.handle_open_refused(now)
+                } else if let Some(addr) = from {
+                    self.core.handle_open_from(now, addr.ip())
+                } else {
+                    self.core.handle_open(now)
                 };
                 debug_assert_eq!(issued, id);
                 log::info!(
                     "chat {id:?} from {} {}",
-                    peer(self.open.get(&id).and_then(|c| c.sock.peer_addr())),
+                    peer(from),
                     if started {
                         "open"
                     } else {
@@ -366,6 +377,7 @@ impl<S: Sock> Hub<S> {
                 self.core.handle_bus(now, event);
                 Ok(())
             }
+            Event::Wake => Ok(()),
         };
         check(result);
         self.execute();
@@ -391,7 +403,13 @@ impl<S: Sock> Hub<S> {
         let started = spawn(NewConn {
             sock: Arc::clone(&sock),
             reader: ConnReader::new(id, permits),
-            writer: ConnWriter::new(id, queue, self.flushed_tx.clone(), outstanding.clone()),
+            writer: ConnWriter::new(
+                id,
+                queue,
+                self.flushed_tx.clone(),
+                outstanding.clone(),
+                Arc::clone(&self.wake),
+            ),
         });
         self.open.insert(
             id,
@@ -413,13 +431,18 @@ impl<S: Sock> Hub<S> {
     /// then grants permits to the readers the core wants to hear from again.
     pub(crate) fn handle_timeout(&mut self, now: Instant) {
         self.now = now;
-        self.drain_flushed();
-        if self.core.poll_timeout().is_some_and(|t| t <= now) {
-            self.core.handle_timeout(now);
+        loop {
+            // Flush reports may unpause senders, whose buffered input then runs.
+            self.drain_flushed();
+            if self.core.poll_timeout().is_some_and(|t| t <= now) {
+                self.core.handle_timeout(now);
+            }
             self.execute();
             self.flush();
+            if self.grant_permits() {
+                break;
+            }
         }
-        self.grant_permits();
     }
 
     /// Brings the process-wide open-connections gauge up to date.
@@ -434,14 +457,16 @@ impl<S: Sock> Hub<S> {
     }
 
     /// Lets every waiting reader whose connection the core wants to read read again.
-    fn grant_permits(&mut self) {
+    /// Returns `false` if a reader stays paused and a flush report arrived since the
+    /// reports were last drained (drain again: it may unpause it).
+    fn grant_permits(&mut self) -> bool {
         self.count_open();
         let (open, core) = (&self.open, &self.core);
         self.waiting.retain(|id| {
             let Some(conn) = open.get(id) else {
                 return false; // closed: its permit sender is gone, the reader stops
             };
-            if !core.is_open(*id) && !core.is_pending(*id) && !core.is_admitting(*id) {
+            if !core.wants_read(*id) && !core.is_pending(*id) {
                 return true; // not yet: asked again after the next event or timer
             }
             if core.is_input_held(*id) {
@@ -451,10 +476,25 @@ impl<S: Sock> Hub<S> {
             let _ = conn.permit.try_send(());
             false
         });
+        let paused = self.waiting.iter().any(|id| self.core.is_open(*id));
+        self.wake.store(paused, Ordering::Release);
+        // A report sent before the flag was set woke nobody: look again.
+        !paused || self.flushed_rx.is_empty()
     }
 
-    /// Writes (or hands to the writers) every transmit collected since the last flush.
+    /// Writes (or hands to the writers) every transmit collected since the last
+    /// flush, and what the core outputs meanwhile (a direct write reported flushed
+    /// may unpause a sender, whose buffered input then runs).
     fn flush(&mut self) {
+        loop {
+            self.flush_once();
+            if self.execute() == 0 {
+                break;
+            }
+        }
+    }
+
+    fn flush_once(&mut self) {
         self.must_flush = false;
         let mut dirty = std::mem::take(&mut self.dirty);
         for id in dirty.drain(..) {
@@ -482,9 +522,11 @@ impl<S: Sock> Hub<S> {
         self.dirty = dirty;
     }
 
-    /// Executes the core's outputs.
-    fn execute(&mut self) {
+    /// Executes the core's outputs; returns how many.
+    fn execute(&mut self) -> usize {
+        let mut executed = 0;
         while let Some(output) = self.core.poll_output() {
+            executed += 1;
             #[cfg(feature = "sim")]
             if let Some(log) = &mut self.log {
                 log.push(Logged::Output(output.clone()));
@@ -548,6 +590,7 @@ impl<S: Sock> Hub<S> {
                 Output::Bus(action) => self.submit(action),
             }
         }
+        executed
     }
 }
 

@@ -85,30 +85,11 @@ impl ChatServer {
             .is_some_and(|c| c.renaming.contains_key(&id))
     }
 
-    /// EOF from `id` while its input is held (`true`): handled after its held lines.
-    pub(super) fn cluster_held_eof(&mut self, id: ConnId) -> bool {
-        match self.cluster.as_mut() {
-            Some(c) if c.renaming.contains_key(&id) => {
-                c.held_eof.insert(id);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// `id`'s input is no longer held: its waiting lines (and EOF) are handled.
-    fn resume(&mut self, now: Instant, id: ConnId) {
-        if self.cluster_holds(id) {
-            return;
-        }
-        self.next_lines(id);
-        if self
-            .cluster
-            .as_mut()
-            .is_some_and(|c| c.held_eof.remove(&id))
-        {
-            let _ = self.handle_peer_closed(now, id);
-        }
+    /// `id`'s input is no longer held: like any paused connection that may go on,
+    /// its buffered lines (and EOF) are handled (`ChatServer::resume`).
+    fn unhold(&mut self) {
+        self.sink.resume = true;
+        self.resume();
     }
 
     /// Connections waiting for a guest claim (they count against `max_conns`).
@@ -253,6 +234,23 @@ impl ChatServer {
             }
         }
         true
+    }
+
+    /// `nick` is leaving local room `room` (for another room or the server); its
+    /// members get `notice` (published before the room may be deleted).
+    pub(super) fn cluster_exit(&mut self, nick: &str, room: RoomId, notice: &Bytes) {
+        if self.cluster.is_none() {
+            return;
+        }
+        let Some(r) = self.rooms.get(&room) else {
+            return;
+        };
+        let body = wire::Body::Exit {
+            nick: nick.into(),
+            room: r.name.clone(),
+            notice: notice.clone(),
+        };
+        self.cluster_publish(body);
     }
 
     /// `id` renamed from `old` to `new` (in `room`, whose members got `notice`).
@@ -651,7 +649,7 @@ impl ChatServer {
                 } else {
                     self.error(id, format_args!("nick {name} is taken"));
                 }
-                self.resume(now, id);
+                self.unhold();
             }
             Purpose::Renew => {
                 if !won {
@@ -677,7 +675,7 @@ impl ChatServer {
                 c.reserved.remove(&key);
                 c.renaming.remove(&id);
                 self.error(id, format_args!("nick {name} {}", notice::NICK_UNCHECKED));
-                self.resume(now, id);
+                self.unhold();
             }
             Purpose::Renew => {}
         }

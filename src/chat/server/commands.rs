@@ -51,17 +51,21 @@ impl ChatServer {
             Command::Join(name) => self.join(id, name),
             Command::Who => self.who(id, room),
             Command::Rooms => self.list_rooms(id),
-            Command::Msg { to, text } => {
-                let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
-                match self.nicks.get(&to.to_ascii_lowercase()).copied() {
-                    Some(target) => self.sink.transmit(target, msg),
-                    None => {
-                        if !self.cluster_msg(id, to, msg) {
-                            self.error(id, format_args!("no such nick {to}"));
-                        }
+            Command::Msg { to, text } => match self.nicks.get(&to.to_ascii_lowercase()) {
+                Some(&target) => {
+                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
+                    self.sink.transmit(target, msg);
+                    if let Some(conn) = self.sink.conns.get_mut(&id) {
+                        conn.last_msg = Some(target);
                     }
                 }
-            }
+                None => {
+                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
+                    if !self.cluster_msg(id, to, msg) {
+                        self.error(id, format_args!("no such nick {to}"));
+                    }
+                }
+            },
             Command::Quit(reason) => {
                 self.sink.transmit(id, Bytes::from_static(b"* bye\n"));
                 if self.sink.alive(id) {
@@ -77,6 +81,9 @@ impl ChatServer {
     fn rename(&mut self, id: ConnId, name: &str) {
         if !valid_name(name) {
             return self.error(id, format_args!("invalid nick"));
+        }
+        if name.eq_ignore_ascii_case(RESERVED_NICK) {
+            return self.error(id, format_args!("nick {name} is reserved"));
         }
         let Some(conn) = self.sink.conns.get_mut(&id) else {
             return;
@@ -147,11 +154,16 @@ impl ChatServer {
         }
         let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
         let notice = line(format_args!("* {} left {}", conn.nick, shown));
+        let hot = conn.hot.is_some();
         let nick = conn.nick.clone();
-        self.exit_room(id, &nick, old, &notice);
+        self.cluster_exit(&nick, old, &notice);
+        self.exit_room(id, old, hot, &notice);
         let new = self.room_for(name);
         if let Some(conn) = self.sink.conns.get_mut(&id) {
             conn.room = new;
+        }
+        if hot {
+            *self.sink.room_hot.entry(new).or_default() += 1;
         }
         self.enter_room(id, new, true);
     }
@@ -168,37 +180,106 @@ impl ChatServer {
             .collect();
         nicks.extend(self.cluster_members(&r.name[1..].to_ascii_lowercase()));
         nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
-        let mut buf = BytesMut::new();
-        let _ = write!(buf, "* in {}: ", r.name);
-        for (i, nick) in nicks.iter().enumerate() {
-            if i > 0 {
-                buf.extend_from_slice(b", ");
-            }
-            buf.extend_from_slice(nick.as_bytes());
-        }
-        buf.extend_from_slice(b"\n");
-        self.sink.transmit(id, buf.freeze());
+        let header = alloc::format!("* in {}: ", r.name);
+        let reply = self.list_reply(&header, nicks.len(), nicks.iter());
+        self.sink.transmit(id, reply);
     }
 
     fn list_rooms(&mut self, id: ConnId) {
-        let mut buf = BytesMut::new();
-        buf.extend_from_slice(b"* rooms: ");
         if self.cluster.is_some() {
-            for (i, (name, n)) in self.cluster_rooms().iter().enumerate() {
-                if i > 0 {
-                    buf.extend_from_slice(b", ");
-                }
-                let _ = write!(buf, "{name} ({n})");
+            let all = self.cluster_rooms();
+            let entries = all.iter().map(|(name, n)| alloc::format!("{name} ({n})"));
+            let reply = self.list_reply("* rooms: ", all.len(), entries);
+            return self.sink.transmit(id, reply);
+        }
+        let total = self.room_index.len();
+        let entries = self.rooms().map(|(name, n)| alloc::format!("{name} ({n})"));
+        let reply = self.list_reply("* rooms: ", total, entries);
+        self.sink.transmit(id, reply);
+    }
+
+    /// A bounded `/who` or `/rooms` reply: `total` entries, joined by `, ` after
+    /// `header`, on lines of at most [`reply_width`] bytes (each starting with
+    /// `header`), the whole at most [`reply_budget`] bytes: an entry is placed only if
+    /// afterwards the reply still has room for its end (1 byte after the last
+    /// entry, else a full line for the marker). At the first entry that does not
+    /// fit, `… and K more` ends the reply: after `, ` on the current line if it fits
+    /// there, else on a line of its own after the header. A small list is one line,
+    /// exactly as before the bound existed.
+    fn list_reply<E: AsRef<str>>(
+        &self,
+        header: &str,
+        total: usize,
+        entries: impl Iterator<Item = E>,
+    ) -> Bytes {
+        let width = reply_width(&self.config);
+        let budget = reply_budget(&self.config);
+        let mut buf = BytesMut::new();
+        buf.extend_from_slice(header.as_bytes());
+        let mut line_start = 0;
+        let mut shown = 0;
+        for entry in entries {
+            let entry = entry.as_ref().as_bytes();
+            let line_len = buf.len() - line_start;
+            let inline = shown == 0 || line_len + 2 + entry.len() <= width;
+            let grow = match (shown, inline) {
+                (0, _) => entry.len(),
+                (_, true) => 2 + entry.len(),
+                (_, false) => 1 + header.len() + entry.len(),
+            };
+            let reserve = if shown + 1 == total { 1 } else { width + 2 };
+            if buf.len() + grow + reserve > budget {
+                break;
             }
-        } else {
-            for (i, (name, n)) in self.rooms().enumerate() {
-                if i > 0 {
-                    buf.extend_from_slice(b", ");
-                }
-                let _ = write!(buf, "{name} ({n})");
+            if shown > 0 && inline {
+                buf.extend_from_slice(b", ");
+            } else if shown > 0 {
+                buf.extend_from_slice(b"\n");
+                line_start = buf.len();
+                buf.extend_from_slice(header.as_bytes());
             }
+            buf.extend_from_slice(entry);
+            shown += 1;
+        }
+        if shown < total {
+            let mut marker = BytesMut::new();
+            let _ = write!(marker, "\u{2026} and {} more", total - shown);
+            if shown == 0 {
+                // Right after the header.
+            } else if buf.len() - line_start + 2 + marker.len() <= width {
+                buf.extend_from_slice(b", ");
+            } else {
+                buf.extend_from_slice(b"\n");
+                buf.extend_from_slice(header.as_bytes());
+            }
+            buf.extend_from_slice(&marker);
         }
         buf.extend_from_slice(b"\n");
-        self.sink.transmit(id, buf.freeze());
+        buf.freeze()
     }
+}
+
+/// The nick nobody may take (any case): server notices must not be impersonated.
+pub const RESERVED_NICK: &str = "server";
+
+/// Narrowest line a `/who` or `/rooms` reply may use, whatever `max_line` says.
+pub const MIN_REPLY_WIDTH: usize = 80;
+
+/// Most a `/who` or `/rooms` reply may cost (bytes plus [`LINE_OVERHEAD`]), if a
+/// quarter of `send_queue` is more.
+pub const MAX_REPLY_COST: usize = 16 * 1024;
+
+/// Longest line of a `/who` or `/rooms` reply, without its `\n`:
+/// `max(max_line, MIN_REPLY_WIDTH)`.
+pub fn reply_width(config: &ChatConfig) -> usize {
+    config.max_line.max(MIN_REPLY_WIDTH)
+}
+
+/// Most bytes of a `/who` or `/rooms` reply: `min(send_queue / 4, MAX_REPLY_COST)`
+/// minus [`LINE_OVERHEAD`] (the reply is one transmit). Replies are always at least
+/// one line (`* rooms: … and K more`), even when this is smaller.
+pub fn reply_budget(config: &ChatConfig) -> usize {
+    (config.send_queue / 4)
+        .min(MAX_REPLY_COST)
+        .saturating_sub(LINE_OVERHEAD)
 }

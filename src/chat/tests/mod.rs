@@ -17,6 +17,7 @@ use bytes::Bytes;
 use super::*;
 use crate::Instant;
 
+mod abuse;
 mod cluster;
 mod cluster_prop;
 mod commands;

@@ -133,3 +133,35 @@ fn shutdown_closes_pending_connections_without_text() {
     assert_eq!(h.closed[&q], CloseReason::Shutdown);
     assert_eq!(h.take(q), "");
 }
+
+#[test]
+fn pending_connections_count_against_their_address() {
+    let ip: core::net::IpAddr = [192, 0, 2, 9].into();
+    let mut h = H::default();
+    h.auto_close = false;
+    h.s = ChatServer::new(ChatConfig::default().with_max_conns_per_ip(Some(2)));
+    let a = h.s.handle_open_pending_from(h.now, ip);
+    let b = h.s.handle_open_pending_from(h.now, ip);
+    let c = h.s.handle_open_pending_from(h.now, ip);
+    h.drain();
+    assert!(h.s.is_pending(a) && h.s.is_pending(b) && !h.s.is_pending(c));
+    assert_eq!(h.closed.get(&c), Some(&CloseReason::TooManyFromAddress));
+    assert_eq!(
+        h.take(c),
+        "",
+        "refused silently: no text before the handshake"
+    );
+    // A plaintext connection from the same address is refused too, with text.
+    let d = h.s.handle_open_from(h.now, ip);
+    h.drain();
+    assert_eq!(h.take(d), "! too many connections from your address\n");
+    // Once a's handshake fails and its socket is closed, the address has a slot.
+    h.s.handle_reset(h.now, a).unwrap();
+    h.drain();
+    h.s.handle_closed(h.now, a).unwrap();
+    h.s.handle_closed(h.now, c).unwrap();
+    h.s.handle_closed(h.now, d).unwrap();
+    let e = h.s.handle_open_pending_from(h.now, ip);
+    h.drain();
+    assert!(h.s.is_pending(e));
+}

@@ -181,7 +181,7 @@ fn eof_inside_a_command_still_processes_the_last_line() {
 
 #[test]
 fn timing_mark_flood_is_bounded_by_the_send_queue() {
-    let mut h = H::new(cfg(|c| c.send_queue = 100));
+    let mut h = H::new(cfg(|c| c.send_queue = 1000));
     let [a, b] = h.open_n(2)[..] else {
         unreachable!()
     };
@@ -191,11 +191,18 @@ fn timing_mark_flood_is_bounded_by_the_send_queue() {
     }
     h.raw.clear();
     h.auto_flush = false;
-    // a never reads: 3 bytes per DO TIMING-MARK fill its queue, then it is dropped.
+    // a never reads: each 3-byte reply costs 3 + LINE_OVERHEAD; past half its
+    // queue a is paused (the rest of its input waits), then dropped after the stall
+    // timeout.
     let flood = b"\xff\xfd\x06".repeat(10_000);
     h.send_bytes(a, &flood);
+    assert!(!h.s.wants_read(a));
+    let replies = 500 / (3 + LINE_OVERHEAD) + 1;
+    assert_eq!(h.take_raw(a), b"\xff\xfb\x06".repeat(replies));
+    h.now = h.now + Duration::from_secs(2);
+    h.s.handle_timeout(h.now);
+    h.drain();
     assert_eq!(h.closed[&a], CloseReason::SendQueueExceeded);
-    assert_eq!(h.take_raw(a), b"\xff\xfb\x06".repeat(33), "100 / 3 replies");
     assert_eq!(h.take(b), "* guest1 left (send queue exceeded)\n");
 }
 

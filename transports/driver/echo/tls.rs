@@ -38,8 +38,6 @@ pub(crate) struct EchoTls {
     leftover: Vec<u8>,
     /// The read buffer.
     buf: Vec<u8>,
-    /// Plaintext on its way from the layer to the `EchoConn`.
-    plain: Vec<u8>,
     /// The socket reported end of stream.
     eof: bool,
     /// Our `close_notify` (or an alert) is queued: close once `out` is written.
@@ -53,7 +51,6 @@ impl EchoTls {
             out: Bytes::new(),
             leftover: Vec::new(),
             buf: vec![0; READ],
-            plain: Vec::new(),
             eof: false,
             done: false,
         })
@@ -80,13 +77,13 @@ impl EchoTls {
             let mut progress = false;
             // Received plaintext into the EchoConn, as far as it has room.
             while self.layer.has_plaintext() && conn.wants_read() {
-                let room = conn.max_pending() - conn.pending();
-                self.plain.clear();
-                if self.layer.read_plaintext(&mut self.plain, room) == 0 {
+                // Straight into the EchoConn's buffer.
+                let n = self.layer.read_plaintext_into(conn.read_buf());
+                if n == 0 {
                     break;
                 }
-                // Fits: `room` is what the EchoConn takes.
-                let _ = conn.handle_data(&self.plain);
+                // Cannot fail: `n` is at most what `read_buf` offered.
+                let _ = conn.handle_read(n);
                 progress = true;
             }
             // Ciphertext the layer could not take before.

@@ -187,7 +187,10 @@ impl<S: Sock> Hub<S> {
                 input_done: false,
             }));
         }
-        let issued = self.core.handle_open_pending(now);
+        let issued = match self.open.get(&id).and_then(|c| c.sock.peer_addr()) {
+            Some(peer) => self.core.handle_open_pending_from(now, peer.ip()),
+            None => self.core.handle_open_pending(now),
+        };
         debug_assert_eq!(issued, id);
         if ok {
             Ok(())
