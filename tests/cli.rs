@@ -1303,3 +1303,82 @@ fn chat_client_on_a_terminal_highlights_its_own_nick() {
     assert_eq!(tmux.wait_for_exit(), "0", "exit code after Ctrl-C");
     server.stop_with("TERM");
 }
+
+// ---------------------------------------------------------------------------
+// --cluster (docs/cluster.md). A cluster of several processes needs Redis (the
+// Redis adapter's tests); these check the flags and a one-node in-process bus.
+// ---------------------------------------------------------------------------
+
+#[test]
+fn cluster_flags_fail_clearly() {
+    // An unusable bus: one line, non-zero, and never `listening on`.
+    let done = Proc::spawn(&[
+        "chat-server",
+        "--addr",
+        "127.0.0.1:0",
+        "--cluster",
+        "nats://127.0.0.1:4222",
+    ])
+    .finish();
+    let line = done.assert_one_line_failure("an unsupported cluster URL");
+    assert!(line.contains("unsupported cluster URL"), "{line}");
+    assert!(done.stdout.is_empty(), "{:?}", done.stdout);
+    // A node name without a cluster is a usage error.
+    Proc::spawn(&["chat-server", "--node-name", "a"])
+        .finish()
+        .assert_usage_error("--node-name without --cluster");
+}
+
+#[test]
+fn a_one_node_cluster_chats_as_usual() {
+    let server = Server::start(
+        "chat-server",
+        "tokio",
+        &[
+            "-v",
+            "--metrics",
+            "127.0.0.1:0",
+            "--cluster",
+            "memory://cli-solo",
+            "--node-name",
+            "solo",
+        ],
+    );
+    let addr = server.addr();
+    let deadline = Instant::now() + DEADLINE;
+    let metrics = loop {
+        let log = server.proc.stderr();
+        if let Some(rest) = log.split("metrics on http://").nth(1) {
+            break rest.split("/metrics").next().unwrap().to_string();
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no metrics address logged: {log}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    };
+    let bob = Proc::spawn(&["chat-client", "--addr", &addr]);
+    bob.wait_for_line("bob's welcome", |l| {
+        l.starts_with("* welcome guest1, 1 users online")
+    });
+    let mut alice = Proc::spawn(&["chat-client", "--addr", &addr, "--nick", "alice"]);
+    bob.wait_for_line("alice's rename", |l| l == "* guest2 is now known as alice");
+    alice.send("hello bob\n");
+    bob.wait_for_line("alice's message", |l| l == "<alice> hello bob");
+    // Its own events come back from the bus (and are ignored): both directions move.
+    let text = http_get(&metrics, "/metrics");
+    assert_eq!(sample(&text, "echochat_bus_up"), 1.0, "{text}");
+    assert!(sample(&text, "echochat_bus_events_total{direction=\"out\"}") >= 1.0);
+    assert!(sample(&text, "echochat_bus_events_total{direction=\"in\"}") >= 1.0);
+    server.proc.signal("TERM");
+    bob.wait_for_line("the shutdown notice", |l| l == "* server shutting down");
+    bob.finish()
+        .assert_success("chat-client after the server stopped");
+    alice
+        .finish()
+        .assert_success("chat-client after the server stopped");
+    server
+        .proc
+        .finish()
+        .assert_success("chat-server after SIGTERM");
+}

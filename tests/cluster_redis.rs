@@ -162,15 +162,12 @@ fn the_same_nick_on_two_nodes_at_once_has_one_winner() {
         // Both asks are on the wire before either answer.
         x.send_line(&format!("/nick {nick}"));
         y.send_line(&format!("/nick {nick}"));
+        // Its own answer: the other one's rename (same room) is not it.
         let won = |c: &mut ChatClient| {
-            let l = c
-                .expect_line(|l| l.contains(&nick) && (l.starts_with("* ") || l.starts_with("! ")));
-            if l.ends_with(&format!("is now known as {nick}")) {
-                true
-            } else {
-                assert_eq!(l, format!("! nick {nick} is taken"));
-                false
-            }
+            let renamed = format!("* {} is now known as {nick}", c.nick);
+            let taken = format!("! nick {nick} is taken");
+            let l = c.expect_line(|l| l == renamed || l == taken);
+            l == renamed
         };
         let (wx, wy) = (won(&mut x), won(&mut y));
         assert!(wx ^ wy, "round {round}: exactly one must win ({wx}, {wy})");

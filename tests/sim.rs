@@ -7,7 +7,7 @@
 
 use std::panic::{catch_unwind, AssertUnwindSafe};
 
-use echochat::sim::{chat, echo, SimReport};
+use echochat::sim::{chat, cluster, echo, SimReport};
 
 /// The seeds to run: `SIM_SEED`, or `0..SIM_SEEDS / divisor` (at least 10).
 fn seeds(divisor: u64) -> Vec<u64> {
@@ -116,6 +116,21 @@ fn echo_seeds() {
 }
 
 #[test]
+fn cluster_seeds() {
+    let reports = run_all("cluster", "cluster_seeds", cluster::run);
+    let sum = |f: fn(&SimReport) -> u64| reports.iter().map(f).sum::<u64>();
+    println!(
+        "cluster: {} seeds, {} events, {} users, {} lines delivered ({} in sequence, the rest after a loss notice)",
+        reports.len(),
+        sum(|r| r.events),
+        sum(|r| r.connections),
+        sum(|r| r.delivered),
+        sum(|r| r.verified),
+    );
+    assert!(sum(|r| r.verified) > 0, "lines were checked");
+}
+
+#[test]
 fn same_seed_same_run() {
     for seed in [1, 42, 1234] {
         let (a, b) = (chat::run(seed), chat::run(seed));
@@ -123,6 +138,8 @@ fn same_seed_same_run() {
         let (a, b) = (echo::run(seed), echo::run(seed));
         assert_eq!(a, b, "echo seed {seed} is not deterministic");
     }
+    let (a, b) = (cluster::run(5), cluster::run(5));
+    assert_eq!(a, b, "cluster seed 5 is not deterministic");
     let (a, b) = (chat::run_flood(7), chat::run_flood(7));
     assert_eq!(a, b, "flood seed 7 is not deterministic");
     assert_ne!(

@@ -12,6 +12,8 @@
 //! let text = echochat::metrics::render();
 //! assert!(text.contains("# TYPE echochat_connections_open gauge"));
 //! assert!(text.contains("echochat_bytes_total{direction=\"in\"}"));
+//! // Cluster bus traffic (`echochat_bus_up` too, once a server has a bus).
+//! assert!(text.contains("echochat_bus_events_total{direction=\"out\"}"));
 //! ```
 
 use std::fmt::Write as _;
@@ -32,6 +34,11 @@ pub(crate) struct Metrics {
     pub(crate) bytes_out: AtomicU64,
     pub(crate) lines_in: AtomicU64,
     pub(crate) deliveries: AtomicU64,
+    /// Cluster bus events received / actions submitted.
+    pub(crate) bus_in: AtomicU64,
+    pub(crate) bus_out: AtomicU64,
+    /// -1: no bus in this process; 0: lost; 1: up.
+    bus_up: AtomicI64,
     drops: [AtomicU64; DROP_REASONS.len()],
 }
 
@@ -57,6 +64,9 @@ static METRICS: Metrics = Metrics {
     bytes_out: AtomicU64::new(0),
     lines_in: AtomicU64::new(0),
     deliveries: AtomicU64::new(0),
+    bus_in: AtomicU64::new(0),
+    bus_out: AtomicU64::new(0),
+    bus_up: AtomicI64::new(-1),
     drops: [ZERO; DROP_REASONS.len()],
 };
 
@@ -82,6 +92,21 @@ fn drop_index(reason: &CloseReason) -> Option<usize> {
 }
 
 impl Metrics {
+    /// The cluster bus is up (or not).
+    pub(crate) fn bus_up(&self, up: bool) {
+        self.bus_up.store(i64::from(up), Ordering::Relaxed);
+    }
+
+    /// A cluster bus event arrived.
+    pub(crate) fn bus_event(&self, event: &crate::cluster::BusEvent) {
+        self.bus_in.fetch_add(1, Ordering::Relaxed);
+        match event {
+            crate::cluster::BusEvent::Lost => self.bus_up(false),
+            crate::cluster::BusEvent::Restored => self.bus_up(true),
+            _ => {}
+        }
+    }
+
     /// A connection was closed by the core for `reason`.
     pub(crate) fn closed(&self, reason: &CloseReason) {
         if let Some(i) = drop_index(reason) {
@@ -159,6 +184,24 @@ pub fn render() -> String {
         "Chat connections closed by the server, by reason.",
         &drops,
     );
+    metric(
+        "echochat_bus_events_total",
+        "counter",
+        "Cluster bus events received (in) and actions submitted (out).",
+        &[
+            ("{direction=\"in\"}", get(&m.bus_in).to_string()),
+            ("{direction=\"out\"}", get(&m.bus_out).to_string()),
+        ],
+    );
+    let up = m.bus_up.load(Ordering::Relaxed);
+    if up >= 0 {
+        metric(
+            "echochat_bus_up",
+            "gauge",
+            "1 if the cluster bus is connected, 0 if it is lost.",
+            &[("", up.to_string())],
+        );
+    }
     let uptime = START.get().map_or(0.0, |t| t.elapsed().as_secs_f64());
     metric(
         "echochat_uptime_seconds",

@@ -78,6 +78,9 @@ pub struct Listener {
     pub tls: Option<TlsConfig>,
     /// Another listener served by the same server (its own `udp` is ignored).
     pub second: Option<Box<Listener>>,
+    /// The chat server joins this cluster ([`with_cluster`](Self::with_cluster)).
+    #[cfg(feature = "cluster")]
+    cluster: Option<crate::bus::ClusterLink>,
 }
 
 impl Listener {
@@ -127,6 +130,20 @@ impl Listener {
         self
     }
 
+    /// This listener, served by a chat server that is one node of the cluster `link`
+    /// connects to (`docs/cluster.md`). Ignored by the echo service.
+    #[cfg(feature = "cluster")]
+    pub fn with_cluster(mut self, link: crate::bus::ClusterLink) -> Self {
+        self.cluster = Some(link);
+        self
+    }
+
+    /// The cluster link set with [`with_cluster`](Self::with_cluster), taken out.
+    #[cfg(feature = "cluster")]
+    pub(crate) fn take_cluster(&mut self) -> Option<crate::bus::ClusterLink> {
+        self.cluster.take()
+    }
+
     /// Every TCP listener with its TLS configuration, this one first.
     pub(crate) fn into_parts(self) -> (Option<std::net::UdpSocket>, Vec<TcpPart>) {
         let mut parts = vec![(self.tcp, self.tls)];
@@ -162,6 +179,8 @@ fn bind_one(addr: SocketAddr, udp: bool) -> io::Result<Listener> {
         udp,
         tls: None,
         second: None,
+        #[cfg(feature = "cluster")]
+        cluster: None,
     })
 }
 

@@ -408,11 +408,12 @@ async fn udp_echo<R: Runtime>(rt: &R, udp: &R::Udp, stop: &Shutdown) {
 /// flushed within the close grace, and it returns. The calling task owns the core.
 pub async fn serve_chat<R: Runtime>(
     rt: R,
-    listener: Listener,
+    mut listener: Listener,
     config: ChatConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(rt.now());
+    let (mut hub, bus_events) = Hub::for_listener(config, &mut listener);
     let (_udp, parts) = listener.into_parts();
     let mut tcps = Vec::with_capacity(parts.len());
     for (tcp, tls) in parts {
@@ -439,7 +440,17 @@ pub async fn serve_chat<R: Runtime>(
         });
     }
     drop(acceptor_running);
-    let mut hub = Hub::new(config);
+    if let Some(bus_events) = bus_events {
+        // The cluster bus's events join the others (see `Hub::for_listener`).
+        let events = events.clone();
+        rt.spawn(async move {
+            while let Ok(event) = bus_events.recv_async().await {
+                if events.send_async(Event::Bus(event)).await.is_err() {
+                    return;
+                }
+            }
+        });
+    }
     let mut spawn = |conn: NewConn<R::Stream>| {
         let NewConn {
             sock,

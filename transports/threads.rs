@@ -301,13 +301,27 @@ fn wake_accept_on(shutdown: &Shutdown, tcp: &Arc<TcpListener>) -> HookGuard {
 /// Serves the chat service on `listener` until `shutdown` is triggered. Blocks the
 /// calling thread, which owns the chat core.
 pub fn run_chat(
-    listener: Listener,
+    mut listener: Listener,
     config: ChatConfig,
     shutdown: Shutdown,
 ) -> Result<(), ServeError> {
     let clock = Clock::starting_at(wall_clock());
+    let (mut hub, bus_events) = Hub::for_listener(config, &mut listener);
     let (_udp, parts) = listener.into_parts();
     let (events, inbox) = flume::bounded(EVENT_QUEUE);
+    if let Some(bus_events) = bus_events {
+        // The cluster bus's events join the others (see `Hub::for_listener`).
+        let events = events.clone();
+        thread::Builder::new()
+            .name("chat-bus".into())
+            .spawn(move || {
+                while let Ok(event) = bus_events.recv() {
+                    if events.send(Event::Bus(event)).is_err() {
+                        return;
+                    }
+                }
+            })?;
+    }
     let mut acceptors = Vec::new();
     let mut wake_accepts = Vec::new();
     for (tcp, tls) in parts {
@@ -329,7 +343,6 @@ pub fn run_chat(
                 })?,
         );
     }
-    let mut hub = Hub::new(config);
     let mut spawn = |conn: NewConn<TcpStream>| {
         let NewConn {
             sock,

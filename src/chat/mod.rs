@@ -22,6 +22,11 @@
 //! The user-visible protocol (commands, notices, errors, limits) is written up in
 //! `docs/PROTOCOL.md`; the finer decisions are listed on [`ChatServer`].
 //!
+//! A core made with [`ChatServer::with_cluster`] is one node of a cluster
+//! (`docs/cluster.md`, rules in [`cluster`] and `server/cluster.rs`): it also outputs
+//! [`Output::Bus`] actions for the bus and takes the bus's events through
+//! [`ChatServer::handle_bus`]. It stays pure: no I/O, time passed in.
+//!
 //! ```
 //! use echochat::chat::{ChatConfig, ChatServer, Output};
 //! use echochat::Instant;
@@ -43,6 +48,7 @@
 //! assert!(chat.poll_output().is_none());
 //! ```
 
+pub mod cluster;
 mod command;
 mod server;
 mod text;

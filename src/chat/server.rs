@@ -26,12 +26,15 @@ use core::net::IpAddr;
 use crate::addr_limit::AddrLimit;
 use core::time::Duration;
 
+use super::cluster::wire as cluster_wire;
+use super::cluster::Cluster;
 use super::command::Command;
 use super::text::{sanitize, valid_name};
 use crate::framing::{LineFramer, LineTooLong};
 use crate::telnet::{Event as TelnetEvent, TelnetDecoder};
 use crate::Instant;
 
+mod cluster;
 mod commands;
 
 pub use commands::{reply_budget, reply_width, MAX_REPLY_COST, MIN_REPLY_WIDTH, RESERVED_NICK};
@@ -235,6 +238,9 @@ pub enum Output {
         /// The connection.
         id: ConnId,
     },
+    /// Hand this to the cluster bus (only from a core made with
+    /// [`ChatServer::with_cluster`]; see `docs/cluster.md`).
+    Bus(crate::cluster::BusAction),
 }
 
 /// The caller broke the [`ChatServer`] protocol (a transport bug, never a peer's doing).
@@ -473,6 +479,8 @@ pub struct ChatServer {
     /// The latest `now` passed in (closes issued without one are timed from it).
     now: Instant,
     shut_down: bool,
+    /// This node's cluster state (`None`: a single node). See `server/cluster.rs`.
+    cluster: Option<alloc::boxed::Box<Cluster>>,
 }
 
 impl ChatServer {
@@ -513,6 +521,7 @@ impl ChatServer {
             stalled: BTreeSet::new(),
             now: Instant::ZERO,
             shut_down: false,
+            cluster: None,
         }
     }
 
@@ -673,7 +682,7 @@ impl ChatServer {
     /// What counts against `max_conns`: open, pending, and closed but not yet
     /// reported closed.
     fn occupied(&self) -> usize {
-        self.sink.conns.len() + self.closing.len() + self.pending.len()
+        self.sink.conns.len() + self.closing.len() + self.pending.len() + self.cluster_admitting()
     }
 
     /// Closes `id` silently if it is pending (`true`), with `reason`.
@@ -687,15 +696,18 @@ impl ChatServer {
     }
 
     /// Admits `id` (issued, not open): `guestN` in `#lobby`, welcomed, announced.
+    /// In a cluster the guest name is claimed first (see `server/cluster.rs`).
     fn admit(&mut self, now: Instant, id: ConnId) {
-        let nick = loop {
-            self.guests += 1;
-            let nick = alloc::format!("guest{}", self.guests);
-            if !self.nicks.contains_key(&nick) {
-                break nick;
-            }
-        };
-        self.nicks.insert(nick.clone(), id);
+        if self.cluster_admit(now, id) {
+            return;
+        }
+        let nick = self.next_guest();
+        self.admit_as(now, id, nick);
+    }
+
+    /// Admits `id` as `nick` (unused): in `#lobby`, welcomed, announced.
+    fn admit_as(&mut self, now: Instant, id: ConnId, nick: String) {
+        self.nicks.insert(nick.to_ascii_lowercase(), id);
         let room = self.room_for("lobby");
         let deadline = self.idle_timeout.map(|t| now + t);
         if let Some(d) = deadline {
@@ -720,7 +732,7 @@ impl ChatServer {
         let welcome = line(format_args!(
             "* welcome {}, {} users online",
             conn.nick,
-            self.sink.conns.len() + 1
+            self.users_online() + 1
         ));
         self.sink.conns.insert(id, conn);
         self.sink.transmit(id, welcome);
@@ -741,6 +753,7 @@ impl ChatServer {
     pub fn handle_data(&mut self, now: Instant, id: ConnId, data: &[u8]) -> Result<(), ChatError> {
         self.advance(now);
         let Some(conn) = self.open_conn(id)? else {
+            self.cluster_early_data(id, data);
             return Ok(());
         };
         if conn.eof {
@@ -809,7 +822,7 @@ impl ChatServer {
     /// (`* nick left (connection closed)`, `Close{PeerClosed}`).
     pub fn handle_peer_closed(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
-        if self.close_pending(id, CloseReason::PeerClosed) {
+        if self.close_pending(id, CloseReason::PeerClosed) || self.cluster_early_eof(id) {
             return Ok(());
         }
         let Some(conn) = self.open_conn(id)? else {
@@ -827,7 +840,9 @@ impl ChatServer {
     /// (`* nick left (connection reset)`, `Close{Reset}`).
     pub fn handle_reset(&mut self, now: Instant, id: ConnId) -> Result<(), ChatError> {
         self.advance(now);
-        if self.close_pending(id, CloseReason::Reset) {
+        if self.close_pending(id, CloseReason::Reset)
+            || self.cluster_early_reset(id, CloseReason::Reset)
+        {
             return Ok(());
         }
         if self.open_conn(id)?.is_none() {
@@ -904,6 +919,7 @@ impl ChatServer {
             }
             self.close_pending(id, CloseReason::HandshakeTimeout);
         }
+        self.cluster_timeout(now);
         self.resume();
     }
 
@@ -917,6 +933,7 @@ impl ChatServer {
             return;
         }
         self.shut_down = true;
+        self.cluster_shutdown();
         for id in core::mem::take(&mut self.pending).into_keys() {
             self.close(id, CloseReason::Shutdown);
         }
@@ -963,6 +980,7 @@ impl ChatServer {
         .into_iter()
         .flatten()
         .map(|&(deadline, _)| deadline)
+        .chain(self.cluster.as_ref().map(|c| c.poll_timeout()))
         .min()
     }
 
@@ -986,10 +1004,10 @@ impl ChatServer {
     /// (and others) may unpause connections; buffered input of unpaused connections
     /// is processed inside those calls.
     pub fn wants_read(&self, id: ConnId) -> bool {
-        self.sink
-            .conns
-            .get(&id)
-            .is_some_and(|conn| !conn.eof && !self.paused(conn))
+        match self.sink.conns.get(&id) {
+            Some(conn) => !conn.eof && !self.paused(conn) && !self.cluster_holds(id),
+            None => self.is_admitting(id),
+        }
     }
 
     /// Closed connections whose socket is not reported closed yet.
@@ -1092,7 +1110,7 @@ impl ChatServer {
     }
 
     fn paused_id(&self, id: ConnId) -> bool {
-        self.sink.conns.get(&id).is_some_and(|c| self.paused(c))
+        self.sink.conns.get(&id).is_some_and(|c| self.paused(c)) || self.cluster_holds(id)
     }
 
     /// `id` is about to process a line: takes a token from its flood bucket.
@@ -1117,7 +1135,7 @@ impl ChatServer {
                 let Some(conn) = self.sink.conns.get(&id) else {
                     return Processed::Gone;
                 };
-                if self.paused(conn) {
+                if self.paused(conn) || self.cluster_holds(id) {
                     return Processed::Paused(data.len() - rest.len());
                 }
                 let Some(conn) = self.sink.conns.get_mut(&id) else {
@@ -1271,11 +1289,15 @@ impl ChatServer {
         }
         let room = self.next_room;
         self.next_room += 1;
+        // In a cluster a room that exists on other nodes keeps its spelling.
+        let name = self
+            .cluster_room_name(&key)
+            .unwrap_or_else(|| alloc::format!("#{name}"));
         self.room_index.insert(key, room);
         self.rooms.insert(
             room,
             Room {
-                name: alloc::format!("#{name}"),
+                name,
                 members: BTreeSet::new(),
             },
         );
@@ -1289,7 +1311,13 @@ impl ChatServer {
         };
         r.members.insert(id);
         let notice = line(format_args!("* {} joined {}", conn.nick, r.name));
+        let (nick, name) = (conn.nick.clone(), r.name.clone());
         self.broadcast(room, (!tell_self).then_some(id), &notice);
+        self.cluster_publish(cluster_wire::Body::Enter {
+            nick,
+            room: name,
+            notice,
+        });
     }
 
     /// Takes `id` out of `room` (deleted when empty); those left get `notice`.
@@ -1330,7 +1358,9 @@ impl ChatServer {
         self.sink.resume = true;
         self.close(id, reason);
         let notice = line(format_args!("* {} left ({})", conn.nick, why));
+        self.cluster_exit(&conn.nick, conn.room, &notice);
         self.exit_room(id, conn.room, conn.hot.is_some(), &notice);
+        self.cluster_release(&conn.nick);
     }
 
     /// Removes every connection whose send queue overflowed (worklist, no recursion).

@@ -91,6 +91,28 @@ pub fn valid_name(name: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
+/// Cluster notices (`docs/cluster.md`, "What users see"), each a whole line.
+pub mod cluster {
+    /// To every local user, once, when the bus is lost.
+    pub const UNREACHABLE: &str = "* other servers are unreachable\n";
+    /// To every local user when the bus is back after [`UNREACHABLE`].
+    pub const BACK: &str = "* other servers are back (messages may have been missed)\n";
+    /// To every local user when events from another node were missed (a gap in
+    /// its sequence numbers).
+    pub const MISSED: &str = "* some messages from other servers were missed\n";
+    /// The `left` reason for the users of a node that stopped heartbeating.
+    pub const SERVER_LOST: &str = "server lost";
+    /// The `left` reason for the users of a node that shut down.
+    pub const SERVER_SHUTTING_DOWN: &str = "server shutting down";
+    /// `/nick` while the bus is lost (or the claim was not answered in time),
+    /// after `! nick NAME`.
+    pub const NICK_UNCHECKED: &str = "cannot be checked now (other servers are unreachable)";
+    /// `/nick` while the previous one is still being claimed.
+    pub const NICK_BUSY: &str = "! a nick change is already under way\n";
+    /// `/msg` to a user of another node while the bus is lost.
+    pub const MSG_UNREACHABLE: &str = "! other servers are unreachable\n";
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

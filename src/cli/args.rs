@@ -117,6 +117,14 @@ pub struct ChatServerArgs {
     /// Apply --max-conns-per-ip to loopback addresses too (exempt by default).
     #[arg(long)]
     pub no_loopback_exempt: bool,
+    /// Be one node of the cluster of chat servers sharing this bus
+    /// (`redis://HOST:PORT`; `memory://NAME` links servers of one process).
+    #[arg(long, value_name = "URL")]
+    pub cluster: Option<String>,
+    /// This node's name in the cluster, unique among its nodes [default: the
+    /// listening address and the process id].
+    #[arg(long, value_name = "NAME", requires = "cluster")]
+    pub node_name: Option<String>,
     /// TLS options.
     #[command(flatten)]
     pub tls: ServerTlsArgs,

@@ -24,6 +24,9 @@ pub enum CliError {
     /// A server could not start or stopped on an error of its own.
     #[error("{0}")]
     Serve(#[from] echochat::net::ServeError),
+    /// `--cluster`: the bus could not be reached at start.
+    #[error("{0}")]
+    Bus(#[from] echochat::bus::BusError),
     /// SIGINT/SIGTERM handlers could not be installed.
     #[error("cannot install the signal handler: {0}")]
     Signal(#[from] ctrlc::Error),

@@ -26,7 +26,7 @@ pub fn echo_server(args: EchoServerArgs) -> Result<(), CliError> {
     config.once = args.once;
     config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
     config.loopback_exempt = !args.no_loopback_exempt;
-    let (listener, shutdown) = start(&args.addr, args.udp, &args.tls)?;
+    let (listener, shutdown) = start(&args.addr, args.udp, &args.tls, Ok)?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("echo server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_echo(listener, config, shutdown)?;
@@ -49,12 +49,43 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
     config.flood_burst = args.flood_burst;
     config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
     config.loopback_exempt = !args.no_loopback_exempt;
-    let (listener, shutdown) = start(&args.addr, false, &args.tls)?;
+    let cluster = (args.cluster.as_deref(), args.node_name.as_deref());
+    let (listener, shutdown) = start(&args.addr, false, &args.tls, |listener| {
+        join_cluster(listener, cluster)
+    })?;
     let _metrics = serve_metrics(args.metrics.as_deref(), &shutdown)?;
     log::info!("chat server on the {} runtime: {config:?}", args.runtime);
     args.runtime.serve_chat(listener, config, shutdown)?;
     log::info!("chat server stopped");
     Ok(())
+}
+
+/// `--cluster URL [--node-name NAME]`: connects to the bus (before `listening on`
+/// is printed, so an unreachable bus is a one-line error and a non-zero exit). The
+/// default node name is the listening address and the process id; the incarnation
+/// (a restarted node is a new run for the others) is the start time.
+fn join_cluster(
+    listener: Listener,
+    (url, name): (Option<&str>, Option<&str>),
+) -> Result<Listener, CliError> {
+    let Some(url) = url else {
+        return Ok(listener);
+    };
+    let node = match name {
+        Some(name) => name.to_string(),
+        None => format!(
+            "{}-{}",
+            listener.local_addr().map_err(ServeError::from)?,
+            std::process::id()
+        ),
+    };
+    let incarnation = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    let config = echochat::chat::cluster::ClusterConfig::new(node, incarnation);
+    log::info!("joining the cluster at {url} as node {:?}", config.node);
+    let link = echochat::bus::ClusterLink::connect(url, config)?;
+    Ok(listener.with_cluster(link))
 }
 
 /// Fails early (before binding) when `--runtime` names a transport not compiled in.
@@ -119,7 +150,12 @@ fn tls_config(tls: &ServerTlsArgs) -> Result<Option<TlsConfig>, CliError> {
 /// listener, plaintext first, a TLS one ending in ` (tls)` (after the handler is
 /// in place, so a signal sent by someone who saw the lines always means a clean
 /// shutdown).
-fn start(addr: &str, udp: bool, tls: &ServerTlsArgs) -> Result<(Listener, Shutdown), CliError> {
+fn start(
+    addr: &str,
+    udp: bool,
+    tls: &ServerTlsArgs,
+    prepare: impl FnOnce(Listener) -> Result<Listener, CliError>,
+) -> Result<(Listener, Shutdown), CliError> {
     let config = tls_config(tls)?;
     let mut listener = Listener::bind(addr, udp)?;
     let mut lines = vec![format!(
@@ -139,6 +175,7 @@ fn start(addr: &str, udp: bool, tls: &ServerTlsArgs) -> Result<(Listener, Shutdo
         }
         (None, _) => {}
     }
+    let listener = prepare(listener)?;
     let shutdown = Shutdown::new();
     let signal = shutdown.clone();
     ctrlc::set_handler(move || {

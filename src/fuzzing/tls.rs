@@ -426,7 +426,7 @@ pub fn run_tls(input: &TlsInput) {
                     pair.server.close();
                     pair.server_output();
                 }
-                Output::Abort { .. } => {}
+                Output::Abort { .. } | Output::Bus(_) => {}
             }
         }
         check.check_server(&chat);

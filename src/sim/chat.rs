@@ -1129,6 +1129,7 @@ impl Sim {
                 self.digest.num(30 + id.0);
                 self.clients[usize::try_from(id.0).expect("small ids")].aborted = true;
             }
+            Output::Bus(_) => unreachable!("a single-node simulation has no bus"),
         }
     }
 

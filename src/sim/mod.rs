@@ -9,7 +9,8 @@
 //! within one), random chunking of delivered bytes and random write sizes, bounded
 //! socket windows, and a virtual clock. [`chat::run_flood`] floods one room to
 //! check that readers who keep up are never dropped. [`echo::run`] does the same for
-//! [`EchoConn`](crate::echo::EchoConn).
+//! [`EchoConn`](crate::echo::EchoConn). [`cluster::run`] runs several chat cores as
+//! the nodes of one cluster over a simulated bus with delays, losses and partitions.
 //!
 //! Everything is a function of the seed: a [`Rng`] of our own (SplitMix64),
 //! ordered maps and queues only, no clock. Each run returns a [`SimReport`] whose
@@ -17,6 +18,7 @@
 //! byte for byte. A broken invariant panics with a message naming it.
 
 pub mod chat;
+pub mod cluster;
 pub mod echo;
 
 use alloc::collections::BTreeMap;

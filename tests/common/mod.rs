@@ -91,8 +91,14 @@ pub enum TlsMode {
 }
 
 enum Service {
-    Echo { config: EchoServerConfig, udp: bool },
+    Echo {
+        config: EchoServerConfig,
+        udp: bool,
+    },
     Chat(ChatConfig),
+    /// A chat server that is one node of a cluster (bus URL, node configuration).
+    #[cfg(feature = "cluster")]
+    ChatNode(ChatConfig, String, echochat::chat::cluster::ClusterConfig),
 }
 
 impl Target {
@@ -138,6 +144,18 @@ impl Target {
     /// Starts a chat server.
     pub fn chat(self, config: ChatConfig) -> Server {
         self.start(Service::Chat(config))
+    }
+
+    /// Starts a chat server that is node `cluster.node` of the cluster on the bus at
+    /// `url` (library only: `memory://NAME` links the servers of this process).
+    #[cfg(feature = "cluster")]
+    pub fn chat_node(
+        self,
+        config: ChatConfig,
+        url: &str,
+        cluster: echochat::chat::cluster::ClusterConfig,
+    ) -> Server {
+        self.start(Service::ChatNode(config, url.to_string(), cluster))
     }
 
     /// The same target serving TLS only (a self-signed certificate).
@@ -288,6 +306,14 @@ impl Drop for Server {
 fn start_lib(transport: Transport, service: Service, tls_mode: Option<TlsMode>) -> Server {
     let udp = matches!(service, Service::Echo { udp: true, .. });
     let listener = Listener::bind("127.0.0.1:0", udp).expect("bind 127.0.0.1:0");
+    #[cfg(feature = "cluster")]
+    let (listener, service) = match service {
+        Service::ChatNode(config, url, cluster) => {
+            let link = echochat::bus::ClusterLink::connect(&url, cluster).expect("reach the bus");
+            (listener.with_cluster(link), Service::Chat(config))
+        }
+        service => (listener, service),
+    };
     let addr = listener.local_addr().unwrap();
     #[cfg(feature = "tls")]
     let (listener, tls) = tls::listen(listener, tls_mode);
@@ -329,6 +355,8 @@ fn run_lib(
         (Transport::Kind(kind), Service::Chat(config)) => {
             kind.serve_chat(listener, config, shutdown)
         }
+        #[cfg(feature = "cluster")]
+        (Transport::Kind(_), Service::ChatNode(..)) => unreachable!("made a Chat by start_lib"),
         (Transport::Pool, service) => {
             let rt = pool::PoolRuntime::new(2)?;
             futures_executor::block_on(async move {
@@ -337,6 +365,8 @@ fn run_lib(
                         serve_echo(rt, listener, config, shutdown).await
                     }
                     Service::Chat(config) => serve_chat(rt, listener, config, shutdown).await,
+                    #[cfg(feature = "cluster")]
+                    Service::ChatNode(..) => unreachable!("made a Chat by start_lib"),
                 }
             })
         }
@@ -379,6 +409,8 @@ fn start_bin(
                 command.arg("--udp");
             }
         }
+        #[cfg(feature = "cluster")]
+        Service::ChatNode(..) => panic!("cluster nodes of one process: library only"),
         Service::Chat(config) => {
             command.arg("chat-server");
             command.args(["--max-line", &config.max_line.to_string()]);

@@ -79,6 +79,8 @@ pub(crate) enum Event<S> {
     /// A writer flushed while the hub waited for news of flushes (a connection is
     /// paused until its recipients drain): nothing else to handle.
     Wake,
+    /// The cluster bus reported something (forwarded from the bus's threads).
+    Bus(crate::cluster::BusEvent),
 }
 
 impl<S> Event<S> {
@@ -164,6 +166,9 @@ pub(crate) struct Hub<S> {
     now: Instant,
     /// Open connections last added to the process-wide gauge.
     counted_open: usize,
+    /// The cluster bus the core's [`Output::Bus`] actions go to.
+    #[cfg(feature = "cluster")]
+    bus: Option<Box<dyn crate::bus::Bus>>,
     /// The simulator's log (`None`: not recording).
     #[cfg(feature = "sim")]
     log: Option<Vec<Logged>>,
@@ -185,9 +190,45 @@ impl<S: Sock> Hub<S> {
             waiting: Vec::new(),
             now: Instant::ZERO,
             counted_open: 0,
+            #[cfg(feature = "cluster")]
+            bus: None,
             #[cfg(feature = "sim")]
             log: None,
         }
+    }
+
+    /// A hub for `config`, one node of a cluster if the listener has a
+    /// [`ClusterLink`](crate::bus::ClusterLink). Returns the bus's events too: the
+    /// transport forwards them into the event channel as [`Event::Bus`] (on a thread
+    /// or task of its own, so the hub never waits for the bus).
+    #[cfg(feature = "net")]
+    pub(crate) fn for_listener(
+        config: ChatConfig,
+        listener: &mut crate::net::Listener,
+    ) -> (Self, Option<flume::Receiver<crate::cluster::BusEvent>>) {
+        #[cfg(feature = "cluster")]
+        if let Some(link) = listener.take_cluster() {
+            let mut hub = Hub::new(config);
+            hub.core = ChatServer::with_cluster(config, link.config);
+            hub.bus = Some(link.bus);
+            crate::metrics::global().bus_up(true);
+            return (hub, Some(link.events));
+        }
+        let _ = listener;
+        (Hub::new(config), None)
+    }
+
+    /// Hands `action` to the bus (never blocks: the bus queues it or drops it).
+    fn submit(&mut self, action: crate::cluster::BusAction) {
+        #[cfg(feature = "cluster")]
+        if let Some(bus) = &self.bus {
+            crate::metrics::global()
+                .bus_out
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bus.submit(action);
+        }
+        #[cfg(not(feature = "cluster"))]
+        let _ = action;
     }
 
     /// Starts logging every output executed and every flush reported to the core
@@ -325,6 +366,17 @@ impl<S: Sock> Hub<S> {
                 self.core.shutdown(now);
                 Ok(())
             }
+            Event::Bus(event) => {
+                #[cfg(feature = "net")]
+                crate::metrics::global().bus_event(&event);
+                match event {
+                    crate::cluster::BusEvent::Lost => log::warn!("cluster bus lost"),
+                    crate::cluster::BusEvent::Restored => log::warn!("cluster bus restored"),
+                    _ => {}
+                }
+                self.core.handle_bus(now, event);
+                Ok(())
+            }
             Event::Wake => Ok(()),
         };
         check(result);
@@ -416,6 +468,9 @@ impl<S: Sock> Hub<S> {
             };
             if !core.wants_read(*id) && !core.is_pending(*id) {
                 return true; // not yet: asked again after the next event or timer
+            }
+            if core.is_input_held(*id) {
+                return true; // a cluster claim holds its input: not yet
             }
             // Full only if a permit is already waiting (the id was listed twice).
             let _ = conn.permit.try_send(());
@@ -532,6 +587,7 @@ impl<S: Sock> Hub<S> {
                         let _ = sock.shutdown(How::Both);
                     }
                 }
+                Output::Bus(action) => self.submit(action),
             }
         }
         executed

@@ -40,10 +40,12 @@ impl ChatServer {
             Command::Say(text) => {
                 let msg = line(format_args!("<{}> {}", conn.nick, text));
                 self.broadcast(room, Some(id), &msg);
+                self.publish_say(room, msg);
             }
             Command::Me(text) => {
                 let msg = line(format_args!("* {} {}", conn.nick, text));
                 self.broadcast(room, Some(id), &msg);
+                self.publish_say(room, msg);
             }
             Command::Nick(name) => self.rename(id, name),
             Command::Join(name) => self.join(id, name),
@@ -57,7 +59,12 @@ impl ChatServer {
                         conn.last_msg = Some(target);
                     }
                 }
-                None => self.error(id, format_args!("no such nick {to}")),
+                None => {
+                    let msg = line(format_args!("(pm) <{}> {}", conn.nick, text));
+                    if !self.cluster_msg(id, to, msg) {
+                        self.error(id, format_args!("no such nick {to}"));
+                    }
+                }
             },
             Command::Quit(reason) => {
                 self.sink.transmit(id, Bytes::from_static(b"* bye\n"));
@@ -92,12 +99,42 @@ impl ChatServer {
             }
             _ => {}
         }
+        if self.cluster_rename(id, name) {
+            return;
+        }
+        self.apply_rename(id, name);
+    }
+
+    /// `id` is now `name` (checked): its room is told.
+    pub(super) fn apply_rename(&mut self, id: ConnId, name: &str) {
+        let Some(conn) = self.sink.conns.get_mut(&id) else {
+            return;
+        };
         let old = core::mem::replace(&mut conn.nick, String::from(name));
         let room = conn.room;
         self.nicks.remove(&old.to_ascii_lowercase());
-        self.nicks.insert(key, id);
+        self.nicks.insert(name.to_ascii_lowercase(), id);
         let notice = line(format_args!("* {old} is now known as {name}"));
         self.broadcast(room, None, &notice);
+        if self.cluster.is_some() {
+            let shown = self
+                .rooms
+                .get(&room)
+                .map(|r| r.name.clone())
+                .unwrap_or_default();
+            self.cluster_renamed(&old, name, &shown, &notice);
+        }
+    }
+
+    /// Publishes `msg` for `room`'s members on other nodes.
+    fn publish_say(&mut self, room: RoomId, msg: Bytes) {
+        if self.cluster.is_none() {
+            return;
+        }
+        if let Some(r) = self.rooms.get(&room) {
+            let room = r.name.clone();
+            self.cluster_publish(cluster_wire::Body::Say { room, line: msg });
+        }
     }
 
     fn join(&mut self, id: ConnId, name: &str) {
@@ -118,6 +155,8 @@ impl ChatServer {
         let shown = self.rooms.get(&old).map_or("", |r| r.name.as_str());
         let notice = line(format_args!("* {} left {}", conn.nick, shown));
         let hot = conn.hot.is_some();
+        let nick = conn.nick.clone();
+        self.cluster_exit(&nick, old, &notice);
         self.exit_room(id, old, hot, &notice);
         let new = self.room_for(name);
         if let Some(conn) = self.sink.conns.get_mut(&id) {
@@ -139,6 +178,7 @@ impl ChatServer {
             .filter_map(|m| self.sink.conns.get(m))
             .map(|c| c.nick.as_str())
             .collect();
+        nicks.extend(self.cluster_members(&r.name[1..].to_ascii_lowercase()));
         nicks.sort_by_cached_key(|n| n.to_ascii_lowercase());
         let header = alloc::format!("* in {}: ", r.name);
         let reply = self.list_reply(&header, nicks.len(), nicks.iter());
@@ -146,6 +186,12 @@ impl ChatServer {
     }
 
     fn list_rooms(&mut self, id: ConnId) {
+        if self.cluster.is_some() {
+            let all = self.cluster_rooms();
+            let entries = all.iter().map(|(name, n)| alloc::format!("{name} ({n})"));
+            let reply = self.list_reply("* rooms: ", all.len(), entries);
+            return self.sink.transmit(id, reply);
+        }
         let total = self.room_index.len();
         let entries = self.rooms().map(|(name, n)| alloc::format!("{name} ({n})"));
         let reply = self.list_reply("* rooms: ", total, entries);

@@ -18,6 +18,8 @@ use super::*;
 use crate::Instant;
 
 mod abuse;
+mod cluster;
+mod cluster_prop;
 mod commands;
 mod limits;
 mod pending;
@@ -96,6 +98,7 @@ impl H {
                     assert!(self.closed.contains_key(&id), "abort before close");
                     assert!(self.aborted.insert(id), "{id:?} aborted twice");
                 }
+                Output::Bus(action) => panic!("bus action from a single node: {action:?}"),
             }
         }
         // Invariants after every drain.
