@@ -58,7 +58,12 @@ PID=""
 ADDR=""
 REP=1
 
-cleanup() { [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true; rm -rf "$OUT"; }
+# RESULTS_COPY=path keeps the raw reports (one JSON object a line).
+cleanup() {
+    [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true
+    [ -n "${RESULTS_COPY:-}" ] && cp "$RESULTS" "$RESULTS_COPY"
+    rm -rf "$OUT"
+}
 trap cleanup EXIT
 
 # start_server NAME CMD... — sets PID and ADDR from its `listening on IP:PORT` line
