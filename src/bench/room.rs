@@ -247,8 +247,9 @@ async fn attacker(plan: Plan, index: usize) {
         counts.closed.fetch_add(1, Ordering::Relaxed);
         return;
     };
-    // When the attack ends the connection is reset, not closed: what the server
-    // has not read yet is not processed after the measured window.
+    // When the attack ends the connection is reset, not closed: what is still in
+    // this side's send buffer is discarded (what the server already received, it
+    // may still process while the queues drain).
     let _ = stream.set_zero_linger();
     let (read, mut write) = stream.into_split();
     let nick = match attack {
@@ -286,8 +287,8 @@ async fn attacker(plan: Plan, index: usize) {
     let mut at = 0;
     while Instant::now() < until {
         // Lines sent that the canary has not seen yet: what the server has still to
-        // read or to process. Kept below `backlog`, so the server always has input
-        // waiting (a flood at its full pace) and the attack ends when it is told to.
+        // read or to process. With --backlog, kept below it: the server still
+        // always has input waiting, but less is left when the attack ends.
         let outstanding = counts
             .lines
             .load(Ordering::Relaxed)
