@@ -79,8 +79,8 @@ pub struct RoomArgs {
     /// Longest wait, in seconds, for the queues to drain after the attack.
     #[arg(long, default_value_t = 30.0)]
     pub drain_cap: f64,
-    /// The server's --send-queue, for the memory bound reported (SPEC: clients ×
-    /// send queue + 64 KiB per connection).
+    /// The server's --send-queue, for the memory bound reported: clients × send
+    /// queue + 64 KiB per connection (docs/abuse-bench.md).
     #[arg(long, default_value_t = 262_144)]
     pub send_queue: u64,
     /// The server's process id: report its memory and CPU time (Linux /proc).
