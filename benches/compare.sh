@@ -9,7 +9,13 @@
 #   DURATION=10 IDLE_CONNS=5000 bash benches/compare.sh
 #   ONLY=tls REPEAT=2 bash benches/compare.sh   # only the TLS table, every case twice
 #
-# ONLY=plain or ONLY=tls runs one section (default: both). REPEAT=N runs the
+#   ONLY=abuse BEFORE_BIN=../before/target/release/echochat bash benches/compare.sh
+#
+# ONLY=plain or ONLY=tls runs one section (default: both); ONLY=abuse runs only
+# the hostile-client workloads (docs/abuse-bench.md: a single-client flood, `/me`,
+# `/nick`, `/join` and tiny-line floods into a crowded room, the join curve), on
+# fresh servers, each runtime; with BEFORE_BIN, each case also runs, right after,
+# on that build's server (same load generator, same run). REPEAT=N runs the
 # sections N times, interleaved (ours, reference, ours, reference…); cells then
 # show the range over the runs, and ratios the range of each run's own ratio.
 # TLS: our servers with --tls-self-signed against ref_tokio_rustls_echo (tokio +
@@ -31,7 +37,13 @@ BIG_QUEUE=${BIG_QUEUE:-16777216}
 TARGET=${CARGO_TARGET_DIR:-target}
 ONLY=${ONLY:-all}
 REPEAT=${REPEAT:-1}
-case "$ONLY" in all|plain|tls) ;; *) echo "ONLY must be all, plain or tls" >&2; exit 2 ;; esac
+# ONLY=abuse: the room size, the attack length, the join curve, an older build.
+ABUSE_MEMBERS=${ABUSE_MEMBERS:-1000}
+ABUSE_DURATION=${ABUSE_DURATION:-$DURATION}
+JOIN_CURVE=${JOIN_CURVE:-1000 2000 5000 10000}
+BEFORE_BIN=${BEFORE_BIN:-}
+ABUSE_RUNTIMES=${ABUSE_RUNTIMES:-threads tokio smol}
+case "$ONLY" in all|plain|tls|abuse) ;; *) echo "ONLY must be all, plain, tls or abuse" >&2; exit 2 ;; esac
 
 cargo build --release --features cli --examples --bin echochat >&2
 BIN="$TARGET/release/echochat"
@@ -46,7 +58,12 @@ PID=""
 ADDR=""
 REP=1
 
-cleanup() { [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true; rm -rf "$OUT"; }
+# RESULTS_COPY=path keeps the raw reports (one JSON object a line).
+cleanup() {
+    [ -n "$PID" ] && kill -KILL "$PID" 2>/dev/null || true
+    [ -n "${RESULTS_COPY:-}" ] && cp "$RESULTS" "$RESULTS_COPY"
+    rm -rf "$OUT"
+}
 trap cleanup EXIT
 
 # start_server NAME CMD... — sets PID and ADDR from its `listening on IP:PORT` line
@@ -171,14 +188,56 @@ for rt in threads tokio smol; do
 done
 }
 
+# abuse_cases NAME BIN RUNTIME — every hostile-client case, each on a fresh server
+# (so VmHWM is the case's own), the server's pid given for memory and CPU.
+abuse_cases() {
+    local name=$1 bin=$2 rt=$3 d=$ABUSE_DURATION m=$ABUSE_MEMBERS n
+    local serve=("$bin" chat-server --addr 127.0.0.1:0 --runtime "$rt")
+    # Fair service: one client floods `x` lines alone in its room.
+    if start_server "abuse-$name" "${serve[@]}"; then
+        run_case "$name" abuse_flood_lines flood --addr "$ADDR" --attack lines --duration "$d"; stop_server
+    fi
+    # No collateral drops: /me flood, 200 members reading steadily at 1 MiB/s, then
+    # at 256 KiB/s, then m members reading as fast as they can.
+    if start_server "abuse-$name" "${serve[@]}"; then
+        run_case "$name" room_me_200 room --addr "$ADDR" --attack me --members 200 --member-rate 1048576 --duration "$d" --server-pid "$PID"; stop_server
+    fi
+    if start_server "abuse-$name" "${serve[@]}"; then
+        run_case "$name" room_me_200_slow room --addr "$ADDR" --attack me --members 200 --member-rate 262144 --duration "$d" --server-pid "$PID"; stop_server
+    fi
+    for attack in me nick join tiny; do
+        if start_server "abuse-$name" "${serve[@]}"; then
+            run_case "$name" "room_$attack" room --addr "$ADDR" --attack "$attack" --members "$m" --duration "$d" --server-pid "$PID"; stop_server
+        fi
+    done
+    for n in $JOIN_CURVE; do
+        if start_server "abuse-$name" "${serve[@]}"; then
+            run_case "$name" "joins_$n" joins --addr "$ADDR" --conns "$n" --server-pid "$PID"; stop_server
+        fi
+    done
+}
+
+abuse_section() {
+for rt in $ABUSE_RUNTIMES; do
+    abuse_cases "$rt" "$SERVER_BIN" "$rt"
+    if [ -n "$BEFORE_BIN" ]; then abuse_cases "$rt-before" "$BEFORE_BIN" "$rt"; fi
+done
+}
+
+if [ "$ONLY" = abuse ]; then
+    # The join curve holds up to 10,000 connections on each side.
+    ulimit -n "$(ulimit -Hn)"
+fi
 for REP in $(seq "$REPEAT"); do
+    if [ "$ONLY" = abuse ]; then abuse_section; continue; fi
     if [ "$ONLY" != tls ]; then plain_section; fi
     if [ "$ONLY" != plain ]; then tls_section; fi
 done
 
-python3 - "$RESULTS" "$DURATION" "$IDLE_CONNS" "$CHAT_CLIENTS" <<'PY'
+python3 - "$RESULTS" "$DURATION" "$IDLE_CONNS" "$CHAT_CLIENTS" "$ABUSE_MEMBERS" "$JOIN_CURVE" "$ABUSE_DURATION" <<'PY'
 import json, sys, statistics
 path, duration, idle_conns, clients = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+abuse_members, join_curve, abuse_duration = sys.argv[5], sys.argv[6].split(), sys.argv[7]
 # (server, case) -> {rep: report}
 res = {}
 for line in open(path):
@@ -301,4 +360,54 @@ if present(tls_rows):
     print(f"\nTLS (--tls-self-signed, `bench … --tls`), DURATION={duration}s per timed case{runs_note}; "
           "ratios in parentheses are ours ÷ ref_tokio_rustls (tokio + tokio-rustls).\n")
     table(tls_rows, ours + ["ref_tokio_rustls"], "ref_tokio_rustls")
+
+# Hostile clients (ONLY=abuse): ours and, with BEFORE_BIN, the older build, per runtime.
+ms = lambda us: us / 1000
+mib = lambda kib: kib / 1024
+def dropped(r):
+    return f'{r["members_dropped"]} / {r["attackers_closed"]} / {"yes" if r["canary_dropped"] else "no"}'
+abuse_rows = [
+    ("abuse_flood_lines", "one client floods x lines: canary p50 ms", lambda r: ms(r["canary"]["p50_us"]), "{:.1f}", False),
+    ("abuse_flood_lines", "one client floods x lines: canary p99 ms (target ≤ 5)", lambda r: ms(r["canary"]["p99_us"]), "{:.1f}", False),
+    ("abuse_flood_lines", "one client floods x lines: MB the flooder got in", lambda r: r["flood_bytes"] / 1e6, "{:.0f}", False),
+]
+for case, label in [("room_me_200", "/me flood, 200 members reading 1 MiB/s"),
+                    ("room_me_200_slow", "/me flood, 200 members reading 256 KiB/s"),
+                    ("room_me", f"/me flood, {abuse_members} members reading flat out"),
+                    ("room_nick", f"/nick storm, {abuse_members} members"),
+                    ("room_join", f"/join hopping, {abuse_members} members"),
+                    ("room_tiny", f"tiny-line flood, {abuse_members} members")]:
+    abuse_rows += [
+        (case, f"{label}: members dropped / attacker closed / canary dropped", dropped, "{}", False),
+        (case, f"{label}: canary p50 ms", lambda r: ms(r["canary"]["p50_us"]), "{:.1f}", False),
+        (case, f"{label}: canary p99 ms (samples)", lambda r: f'{ms(r["canary"]["p99_us"]):.1f} ({r["canary"]["samples"]})', "{}", False),
+        (case, f"{label}: attack lines/s served", lambda r: r["attack_lines_per_s"], "{:.0f}", False),
+    ]
+    if case in ("room_nick", "room_join", "room_tiny"):
+        abuse_rows.append((case, f"{label}: amplification (bytes out ÷ bytes in)", lambda r: r["amplification"], "{:.0f}", False))
+abuse_rows += [
+    ("room_tiny", "tiny-line flood: server RSS before MiB", lambda r: mib(r["server"]["rss_before_kib"]), "{:.0f}", False),
+    ("room_tiny", "tiny-line flood: server peak RSS MiB", lambda r: mib(r["server"]["rss_peak_kib"]), "{:.0f}", False),
+    ("room_tiny", "tiny-line flood: server peak RSS − RSS before MiB", lambda r: mib(r["server"]["rss_peak_kib"] - r["server"]["rss_before_kib"]), "{:.0f}", False),
+    ("room_tiny", "tiny-line flood: server RSS after the queues drained MiB", lambda r: mib(r["server"]["rss_after_kib"]), "{:.0f}", False),
+    ("room_tiny", "tiny-line flood: bound (clients × send queue + 64 KiB each) MiB", lambda r: mib(r["memory_bound_kib"]), "{:.0f}", False),
+    ("room_tiny", "tiny-line flood: drain s (gave up at 30)", lambda r: r["drain_s"], "{:.1f}", False),
+]
+for n in join_curve:
+    c = f"joins_{n}"
+    abuse_rows += [
+        (c, f"{n} joins: joined / refused / dropped", lambda r: f'{r["joined"]} / {r["refused"] + r["failed"]} / {r["dropped"]}', "{}", False),
+        (c, f"{n} joins: server CPU s", lambda r: r["server"]["cpu_s"], "{:.2f}", False),
+        (c, f"{n} joins: server peak RSS MiB", lambda r: mib(r["server"]["rss_peak_kib"]), "{:.0f}", False),
+        (c, f"{n} joins: canary p99 ms", lambda r: ms(r["canary"]["p99_us"]), "{:.1f}", False),
+        (c, f"{n} joins: all notices delivered after s", lambda r: r["settle_s"], "{:.1f}", False),
+    ]
+abuse_cases = {row[0] for row in abuse_rows}
+loads = [r["load1"] for k, runs in res.items() if k[1] in abuse_cases for r in runs.values() if r.get("load1") is not None]
+if present(abuse_rows):
+    servers = [s for rt in ours for s in (rt, f"{rt}-before") if any(k[0] == s for k in res)]
+    load_note = f"; 1-min load average at the cases {min(loads):.1f}–{max(loads):.1f}" if loads else ""
+    print(f"\nHostile clients, {abuse_duration} s per attack{runs_note}{load_note}; `-before` columns: "
+          "BEFORE_BIN's server, same load generator, measured right after ours.\n")
+    table(abuse_rows, servers, None)
 PY

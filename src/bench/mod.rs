@@ -11,6 +11,10 @@
 //!   (and, with `--server-pid`, the server's memory per connection on Linux).
 //! * `bench flood` — one or more clients flood a chat server (`x` lines, `/me`,
 //!   `/nick`) while a canary measures its `/who` round trips: fair service.
+//! * `bench room` — attackers (`/me`, `/nick`, `/join` hops, tiny lines) in a
+//!   `#lobby` of M reading members: collateral drops, a canary's round trips,
+//!   amplification, server memory. `bench joins` — N arrivals in `#lobby`: server
+//!   CPU and memory, canary round trips (docs/abuse-bench.md).
 //!
 //! `bench echo` and `bench chat` also speak TLS (`--tls`, without checking the
 //! server's certificate, or `--ca PEM`); the handshake is part of connecting, so it
@@ -33,11 +37,15 @@
 
 mod chat;
 mod conn;
+mod crowd;
 mod echo;
 mod flood;
 mod idle;
+mod joins;
 mod pattern;
+mod procfs;
 mod report;
+mod room;
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
@@ -63,6 +71,11 @@ pub enum BenchCmd {
     Idle(idle::IdleArgs),
     /// Flood a chat server from one or more clients; measure a canary's round trips.
     Flood(flood::FloodArgs),
+    /// Attack a crowded room (/me, /nick, /join hops, tiny lines); collateral drops,
+    /// canary round trips, amplification, server memory.
+    Room(room::RoomArgs),
+    /// N connections arrive in #lobby; server CPU and memory, canary round trips.
+    Joins(joins::JoinsArgs),
 }
 
 /// Options every benchmark takes.
@@ -203,6 +216,8 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
         BenchCmd::Chat(a) => a.common.clone(),
         BenchCmd::Idle(a) => a.common.clone(),
         BenchCmd::Flood(a) => a.common.clone(),
+        BenchCmd::Room(a) => a.common.clone(),
+        BenchCmd::Joins(a) => a.common.clone(),
     };
     let mut builder = tokio::runtime::Builder::new_multi_thread();
     if let Some(n) = common.threads {
@@ -217,6 +232,8 @@ fn run_inner(args: BenchArgs) -> Result<(), BenchError> {
             BenchCmd::Chat(a) => chat::run(a, stop).await,
             BenchCmd::Idle(a) => idle::run(a, stop).await,
             BenchCmd::Flood(a) => flood::run(a, stop).await,
+            BenchCmd::Room(a) => room::run(a, stop).await,
+            BenchCmd::Joins(a) => joins::run(a, stop).await,
         }
     })
 }

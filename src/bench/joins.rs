@@ -1,0 +1,193 @@
+//! `bench joins`: the cost of arrivals (docs/abuse-bench.md). A canary joins
+//! `#lobby` and pings itself with `/msg` while N more connections arrive there (each
+//! arrival is a notice to everyone already in: N²/2 notices in all), all reading
+//! everything. Reported: how long until every notice was delivered, the canary's
+//! round trips meanwhile and, given `--server-pid`, the server's CPU time and
+//! memory (peak and at the end).
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use super::crowd::{self, Canary, Phase, Shared};
+use super::procfs::{self, PeakRss, ServerUse};
+use super::report::{Errors, Latency};
+use super::{resolve, BenchError, Common, Stop};
+
+/// `bench joins` arguments.
+#[derive(Debug, clap::Args)]
+pub struct JoinsArgs {
+    /// Chat server address.
+    #[arg(long, default_value = "127.0.0.1:12346")]
+    pub addr: String,
+    /// Connections arriving in `#lobby` (besides the canary).
+    #[arg(long, default_value_t = 1000)]
+    pub conns: usize,
+    /// Most connections being made at once.
+    #[arg(long, default_value_t = 64)]
+    pub parallel: usize,
+    /// Milliseconds between two canary pings.
+    #[arg(long, default_value_t = 10)]
+    pub pace_ms: u64,
+    /// Longest wait, in seconds, for every arrival and notice.
+    #[arg(long, default_value_t = 300.0)]
+    pub cap: f64,
+    /// The server's process id: report its CPU time and memory (Linux /proc).
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// Common options.
+    #[command(flatten)]
+    pub common: Common,
+}
+
+/// The result of `bench joins`.
+#[derive(Debug, Serialize)]
+struct JoinsReport {
+    kind: &'static str,
+    addr: SocketAddr,
+    /// 1-minute load average of the machine when the run began.
+    load1: Option<f64>,
+    conns: usize,
+    joined: u64,
+    /// Refused with an error line (`! server full`, …).
+    refused: u64,
+    /// Could not connect, or closed before a line.
+    failed: u64,
+    /// Closed by the server after joining, while reading.
+    dropped: u64,
+    /// Seconds from the first connect until every notice had arrived.
+    settle_s: f64,
+    settled: bool,
+    /// Bytes of notices the members received.
+    bytes_out: u64,
+    /// The canary's `/msg` round trips while the crowd arrived.
+    canary: Latency,
+    canary_timeouts: u64,
+    canary_dropped: bool,
+    server: ServerUse,
+    interrupted: bool,
+    errors: Errors,
+}
+
+impl std::fmt::Display for JoinsReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "joins against {}: {}/{} joined ({} refused, {} failed, {} dropped) in {:.2} s{} (load {})",
+            self.addr,
+            self.joined,
+            self.conns,
+            self.refused,
+            self.failed,
+            self.dropped,
+            self.settle_s,
+            if self.settled { "" } else { " (gave up)" },
+            self.load1.map_or("?".into(), |l| format!("{l:.2}"))
+        )?;
+        writeln!(f, "  notices: {:.1} MB", self.bytes_out as f64 / 1e6)?;
+        writeln!(
+            f,
+            "  canary:  {} ({} timeouts{})",
+            self.canary,
+            self.canary_timeouts,
+            if self.canary_dropped { ", dropped" } else { "" }
+        )?;
+        if self.server.rss_before_kib.is_some() {
+            writeln!(f, "  server:  {}", self.server)?;
+        }
+        writeln!(f, "  errors:  {}", self.errors)?;
+        if self.interrupted {
+            writeln!(f, "  interrupted: partial results")?;
+        }
+        Ok(())
+    }
+}
+
+/// Runs `bench joins`.
+pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
+    let addr = resolve(&args.addr)?;
+    let load1 = procfs::load1();
+    let shared = Shared::new();
+    let canary = Canary::start(addr, Duration::from_millis(args.pace_ms.max(1)), &shared)
+        .await
+        .map_err(|e| BenchError::NoConnection {
+            addr,
+            reason: e.to_string(),
+        })?;
+    let pid = args.server_pid;
+    let rss_before = pid.and_then(procfs::rss_kib);
+    let cpu_before = pid.and_then(procfs::cpu_s);
+    let peak = pid.map(PeakRss::start);
+    canary.phase.send_replace(Phase::Measure);
+    let start = Instant::now();
+    let members = crowd::spawn_members(
+        addr,
+        args.conns,
+        args.parallel,
+        crowd::Reading::default(),
+        &shared,
+    );
+    let n = args.conns as u64;
+    let settled = crowd::settle(
+        &shared,
+        Duration::from_millis(300),
+        Duration::from_secs_f64(args.cap.clamp(1.0, 3600.0)),
+        || {
+            stop.is_set()
+                || (shared.settled() >= n
+                    && canary.counts.joins.load(Ordering::Relaxed)
+                        >= shared.joined.load(Ordering::Relaxed))
+        },
+    )
+    .await;
+    let settle_s = start.elapsed().saturating_sub(Duration::from_millis(300));
+    canary.phase.send_replace(Phase::Idle);
+    let server = ServerUse {
+        rss_before_kib: rss_before,
+        rss_peak_kib: peak.as_ref().map(PeakRss::peak_kib),
+        hwm_kib: pid.and_then(|p| procfs::status_kib(p, "VmHWM")),
+        rss_after_kib: pid.and_then(procfs::rss_kib),
+        cpu_s: pid
+            .and_then(procfs::cpu_s)
+            .zip(cpu_before)
+            .map(|(a, b)| a - b),
+    };
+    drop(peak);
+    shared.end();
+    let canary_end = canary.finish().await;
+    for task in members {
+        task.abort();
+    }
+    let load = |c: &std::sync::atomic::AtomicU64| c.load(Ordering::Relaxed);
+    let report = JoinsReport {
+        kind: "joins",
+        addr,
+        load1,
+        conns: args.conns,
+        joined: load(&shared.joined),
+        refused: load(&shared.refused),
+        failed: load(&shared.failed),
+        dropped: load(&shared.dropped),
+        settle_s: settle_s.as_secs_f64(),
+        settled: settled && !stop.is_set(),
+        bytes_out: load(&shared.bytes),
+        canary: canary_end.latency,
+        canary_timeouts: canary_end.timeouts,
+        canary_dropped: canary_end.dropped,
+        server,
+        interrupted: stop.is_set(),
+        errors: Errors {
+            connect: load(&shared.failed),
+            timeout: canary_end.timeouts,
+            ..Errors::default()
+        },
+    };
+    let mut problems = Vec::new();
+    if report.joined == 0 && args.conns > 0 {
+        problems.push("nobody could join".into());
+    }
+    let interrupted = report.interrupted.then(|| start.elapsed());
+    super::finish(&report, args.common.json, &problems, interrupted)
+}

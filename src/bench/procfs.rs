@@ -1,0 +1,115 @@
+//! The server's side of the abuse workloads, read from Linux's /proc given its pid:
+//! resident memory (now and peak), CPU time, and the machine's load average. Every
+//! reader answers None where /proc is missing or the process is gone.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::Serialize;
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS`, `VmHWM`), in KiB.
+pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find(|l| l.strip_prefix(field).is_some_and(|r| r.starts_with(':')))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// VmRSS of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    status_kib(pid, "VmRSS")
+}
+
+/// User + system CPU seconds `pid` has used (utime + stime of `/proc/PID/stat`, in
+/// clock ticks of 1/100 s: USER_HZ is 100 on every Linux this project runs on).
+pub fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name is in parentheses and may hold spaces: count after its end.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    let mut fields = rest.split_whitespace();
+    // After `)`: state (3rd field of the line) … utime is the 14th, stime the 15th.
+    let utime: u64 = fields.nth(11)?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) as f64 / 100.0)
+}
+
+/// The 1-minute load average of the machine (`/proc/loadavg`).
+pub fn load1() -> Option<f64> {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
+}
+
+/// Samples a process's VmRSS every 20 ms in the background and keeps the largest
+/// (VmHWM covers the whole life of the process; this covers only a window).
+pub struct PeakRss {
+    peak: Arc<AtomicU64>,
+    done: Arc<AtomicBool>,
+}
+
+impl PeakRss {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> PeakRss {
+        let peak = Arc::new(AtomicU64::new(rss_kib(pid).unwrap_or(0)));
+        let done = Arc::new(AtomicBool::new(false));
+        let (p, d) = (Arc::clone(&peak), Arc::clone(&done));
+        tokio::spawn(async move {
+            while !d.load(Ordering::Relaxed) {
+                if let Some(kib) = rss_kib(pid) {
+                    p.fetch_max(kib, Ordering::Relaxed);
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        });
+        PeakRss { peak, done }
+    }
+
+    /// The largest VmRSS seen so far, in KiB.
+    pub fn peak_kib(&self) -> u64 {
+        self.peak.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for PeakRss {
+    fn drop(&mut self) {
+        self.done.store(true, Ordering::Relaxed);
+    }
+}
+
+/// What the server's process looked like around a workload (all None without a pid).
+#[derive(Debug, Clone, Copy, Default, Serialize)]
+pub struct ServerUse {
+    /// VmRSS when the measured phase began.
+    pub rss_before_kib: Option<u64>,
+    /// Largest VmRSS sampled during the measured phase (and its drain).
+    pub rss_peak_kib: Option<u64>,
+    /// VmHWM at the end: the peak over the process's whole life.
+    pub hwm_kib: Option<u64>,
+    /// VmRSS once everything queued had been delivered.
+    pub rss_after_kib: Option<u64>,
+    /// CPU seconds (user + system) the server spent in the measured phase.
+    pub cpu_s: Option<f64>,
+}
+
+impl std::fmt::Display for ServerUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mib = |k: Option<u64>| match k {
+            Some(k) => format!("{:.1} MiB", k as f64 / 1024.0),
+            None => "?".into(),
+        };
+        write!(
+            f,
+            "VmRSS {} → peak {} (VmHWM {}) → {} after; CPU {}",
+            mib(self.rss_before_kib),
+            mib(self.rss_peak_kib),
+            mib(self.hwm_kib),
+            mib(self.rss_after_kib),
+            self.cpu_s.map_or("?".into(), |s| format!("{s:.2} s"))
+        )
+    }
+}
