@@ -69,6 +69,11 @@ fn telnet_inputs() {
     replay_target("telnet");
 }
 
+#[test]
+fn cluster_inputs() {
+    replay_target("cluster");
+}
+
 #[cfg(feature = "tls")]
 #[test]
 fn tls_inputs() {
@@ -79,6 +84,6 @@ fn tls_inputs() {
 fn every_target_has_a_test_here() {
     assert_eq!(
         echochat::fuzzing::TARGETS,
-        ["framer", "command", "echo", "chat", "telnet"]
+        ["framer", "command", "echo", "chat", "telnet", "cluster"]
     );
 }

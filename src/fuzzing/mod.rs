@@ -25,6 +25,8 @@ mod telnet;
 
 #[cfg(feature = "fuzzing")]
 mod chat;
+#[cfg(feature = "fuzzing")]
+mod cluster;
 #[cfg(all(feature = "fuzzing", feature = "tls"))]
 mod tls;
 
@@ -37,11 +39,13 @@ pub use telnet::{check_telnet, telnet, telnet_reference, TelnetOut};
 
 #[cfg(feature = "fuzzing")]
 pub use chat::{agree, chat, run_chat, run_chat_chunked, ChatEvent, ChatInput, Payload};
+#[cfg(feature = "fuzzing")]
+pub use cluster::cluster;
 #[cfg(all(feature = "fuzzing", feature = "tls"))]
 pub use tls::{run_tls, tls, tls_configs, TlsConfigs, TlsInput, TlsOp, TlsPair};
 
 /// Names of the fuzz targets, as in `fuzz/fuzz_targets/<name>.rs` and `fuzz/corpus/<name>/`.
-pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat", "telnet"];
+pub const TARGETS: &[&str] = &["framer", "command", "echo", "chat", "telnet", "cluster"];
 
 /// Runs the body of fuzz target `target` on `data`; `false` if there is no such target.
 pub fn replay(target: &str, data: &[u8]) -> bool {
@@ -52,6 +56,8 @@ pub fn replay(target: &str, data: &[u8]) -> bool {
         "telnet" => telnet(data),
         #[cfg(feature = "fuzzing")]
         "chat" => chat(data),
+        #[cfg(feature = "fuzzing")]
+        "cluster" => cluster(data),
         #[cfg(all(feature = "fuzzing", feature = "tls"))]
         "tls" => tls(data),
         _ => return false,
