@@ -144,6 +144,24 @@ impl Listener {
         self.cluster.take()
     }
 
+    /// Caps the kernel send buffer (`SO_SNDBUF`, which accepted sockets inherit) of
+    /// every TCP listener at `bytes` (Linux doubles it). Chat sets it so that a
+    /// client's reading pace shows up in the core's flush reports within a fraction
+    /// of a second, instead of hiding behind megabytes of autotuned buffer
+    /// (docs/PROTOCOL.md, "Flow control"). Best effort: an error leaves the default.
+    pub(crate) fn cap_send_buffers(&self, bytes: usize) {
+        let mut next = Some(self);
+        while let Some(l) = next {
+            if let Err(e) = socket2::SockRef::from(&l.tcp).set_send_buffer_size(bytes) {
+                log::warn!(
+                    "cannot cap the send buffer of {:?}: {e}",
+                    l.tcp.local_addr()
+                );
+            }
+            next = l.second.as_deref();
+        }
+    }
+
     /// Every TCP listener with its TLS configuration, this one first.
     pub(crate) fn into_parts(self) -> (Option<std::net::UdpSocket>, Vec<TcpPart>) {
         let mut parts = vec![(self.tcp, self.tls)];

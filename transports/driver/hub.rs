@@ -53,6 +53,12 @@ mod tls;
 
 /// Capacity of the owner's event channel (readers wait when it is full).
 pub(crate) const EVENT_QUEUE: usize = 256;
+/// The kernel send buffer of a chat socket (`SO_SNDBUF`; Linux doubles it): small
+/// enough that a slow reader's progress reaches the core well within
+/// `ChatConfig::stall_timeout` (an autotuned buffer grows to 4 MiB, and a socket
+/// becomes writable again only when a third of it is free).
+#[cfg(feature = "net")]
+const SEND_BUFFER: usize = 128 * 1024;
 /// Most events handled before a flush.
 pub(crate) const BATCH: usize = EVENT_QUEUE;
 /// Most bytes the hub collects for one connection before it flushes (less with a
@@ -206,6 +212,7 @@ impl<S: Sock> Hub<S> {
         config: ChatConfig,
         listener: &mut crate::net::Listener,
     ) -> (Self, Option<flume::Receiver<crate::cluster::BusEvent>>) {
+        listener.cap_send_buffers(SEND_BUFFER);
         #[cfg(feature = "cluster")]
         if let Some(link) = listener.take_cluster() {
             let mut hub = Hub::new(config);
@@ -214,7 +221,6 @@ impl<S: Sock> Hub<S> {
             crate::metrics::global().bus_up(true);
             return (hub, Some(link.events));
         }
-        let _ = listener;
         (Hub::new(config), None)
     }
 
