@@ -61,15 +61,7 @@ impl Node {
     }
 
     fn client(&self) -> ChatClient {
-        let stream = TcpStream::connect(self.addr).expect("connect to a node");
-        let mut c = ChatClient::connect_raw(stream);
-        let welcome = c.expect_line(|l| l.starts_with("* welcome "));
-        c.nick = welcome["* welcome ".len()..]
-            .split(',')
-            .next()
-            .unwrap()
-            .to_string();
-        c
+        ChatClient::welcomed(TcpStream::connect(self.addr).expect("connect to a node"))
     }
 
     /// A client with this nick (waits for the rename).

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use serde::Serialize;
 
 use super::crowd::{self, Canary, Phase, Shared};
-use super::procfs::{self, PeakRss, ServerUse};
+use super::procfs::{self, ServerUse, ServerWatch};
 use super::report::{Errors, Latency};
 use super::{resolve, BenchError, Common, Stop};
 
@@ -117,9 +117,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
             reason: e.to_string(),
         })?;
     let pid = args.server_pid;
-    let rss_before = pid.and_then(procfs::rss_kib);
-    let cpu_before = pid.and_then(procfs::cpu_s);
-    let peak = pid.map(PeakRss::start);
+    let watch = ServerWatch::start(pid);
     canary.phase.send_replace(Phase::Measure);
     let start = Instant::now();
     let members = crowd::spawn_members(
@@ -144,17 +142,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
     .await;
     let settle_s = start.elapsed().saturating_sub(Duration::from_millis(300));
     canary.phase.send_replace(Phase::Idle);
-    let server = ServerUse {
-        rss_before_kib: rss_before,
-        rss_peak_kib: peak.as_ref().map(PeakRss::peak_kib),
-        hwm_kib: pid.and_then(|p| procfs::status_kib(p, "VmHWM")),
-        rss_after_kib: pid.and_then(procfs::rss_kib),
-        cpu_s: pid
-            .and_then(procfs::cpu_s)
-            .zip(cpu_before)
-            .map(|(a, b)| a - b),
-    };
-    drop(peak);
+    let server = watch.finish();
     shared.end();
     let canary_end = canary.finish().await;
     for task in members {

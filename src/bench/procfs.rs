@@ -96,6 +96,40 @@ pub struct ServerUse {
     pub cpu_s: Option<f64>,
 }
 
+/// Watches the server's process over a workload's measured phase: RSS and CPU time
+/// at the start, peak RSS sampled meanwhile ([`PeakRss`]); [`finish`](Self::finish)
+/// gives the [`ServerUse`]. Does nothing without a pid.
+pub struct ServerWatch {
+    pid: Option<u32>,
+    rss_before_kib: Option<u64>,
+    cpu_before: Option<f64>,
+    peak: Option<PeakRss>,
+}
+
+impl ServerWatch {
+    /// Starts watching `pid` (if given).
+    pub fn start(pid: Option<u32>) -> ServerWatch {
+        ServerWatch {
+            pid,
+            rss_before_kib: pid.and_then(rss_kib),
+            cpu_before: pid.and_then(cpu_s),
+            peak: pid.map(PeakRss::start),
+        }
+    }
+
+    /// What the server used since [`start`](Self::start); stops the sampling.
+    pub fn finish(self) -> ServerUse {
+        let pid = self.pid;
+        ServerUse {
+            rss_before_kib: self.rss_before_kib,
+            rss_peak_kib: self.peak.as_ref().map(PeakRss::peak_kib),
+            hwm_kib: pid.and_then(|p| status_kib(p, "VmHWM")),
+            rss_after_kib: pid.and_then(rss_kib),
+            cpu_s: pid.and_then(cpu_s).zip(self.cpu_before).map(|(a, b)| a - b),
+        }
+    }
+}
+
 impl std::fmt::Display for ServerUse {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let mib = |k: Option<u64>| match k {

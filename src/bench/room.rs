@@ -17,7 +17,7 @@ use serde::Serialize;
 use tokio::io::AsyncWriteExt;
 
 use super::crowd::{self, Canary, Phase, Shared};
-use super::procfs::{self, PeakRss, ServerUse};
+use super::procfs::{self, ServerUse, ServerWatch};
 use super::report::{Errors, Latency};
 use super::{resolve, BenchError, Common, Stop};
 
@@ -400,9 +400,7 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
         .collect();
     tokio::time::sleep_until(go.into()).await;
     let pid = args.server_pid;
-    let rss_before = pid.and_then(procfs::rss_kib);
-    let cpu_before = pid.and_then(procfs::cpu_s);
-    let peak = pid.map(PeakRss::start);
+    let watch = ServerWatch::start(pid);
     let out_before = shared.bytes.load(Ordering::Relaxed)
         + canary.counts.bytes.load(Ordering::Relaxed)
         + counts.received.load(Ordering::Relaxed);
@@ -431,17 +429,7 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     )
     .await;
     let drain_s = drain_from.elapsed().saturating_sub(DRAIN_QUIET);
-    let server = ServerUse {
-        rss_before_kib: rss_before,
-        rss_peak_kib: peak.as_ref().map(PeakRss::peak_kib),
-        hwm_kib: pid.and_then(|p| procfs::status_kib(p, "VmHWM")),
-        rss_after_kib: pid.and_then(procfs::rss_kib),
-        cpu_s: pid
-            .and_then(procfs::cpu_s)
-            .zip(cpu_before)
-            .map(|(a, b)| a - b),
-    };
-    drop(peak);
+    let server = watch.finish();
     shared.end();
     let members_dropped = shared.dropped.load(Ordering::Relaxed);
     let attackers_closed = counts.closed.load(Ordering::Relaxed);

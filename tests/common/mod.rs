@@ -711,7 +711,12 @@ pub struct ChatClient {
 impl ChatClient {
     /// Connects and reads the welcome line (`* welcome guestN, K users online`).
     pub fn connect(server: &Server) -> Self {
-        let mut client = ChatClient::connect_raw(server.connect());
+        ChatClient::welcomed(server.connect())
+    }
+
+    /// Wraps a connected stream and reads the welcome line, as [`connect`](Self::connect).
+    pub fn welcomed(stream: TcpStream) -> Self {
+        let mut client = ChatClient::connect_raw(stream);
         let welcome = client.expect_line(|l| l.starts_with("* welcome "));
         client.nick = welcome["* welcome ".len()..]
             .split(',')
