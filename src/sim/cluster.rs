@@ -31,7 +31,7 @@ use core::time::Duration;
 use super::{Digest, Queue, Rng, SimReport};
 use crate::chat::cluster::ClusterConfig;
 use crate::chat::{ChatConfig, ChatServer, ConnId, Output};
-use crate::cluster::{BusAction, BusEvent};
+use crate::cluster::{BusAction, BusEvent, ClaimTable};
 use crate::Instant;
 
 /// Something scheduled on the virtual clock.
@@ -97,7 +97,7 @@ struct Sim {
     /// (node, conn) → user.
     by_conn: BTreeMap<(usize, ConnId), usize>,
     /// key → (owner, expiry ms).
-    claims: BTreeMap<String, (String, u64)>,
+    claims: ClaimTable<u64>,
     now: u64,
     digest: Digest,
     report: SimReport,
@@ -131,7 +131,7 @@ pub fn run(seed: u64) -> SimReport {
         nodes,
         users: Vec::new(),
         by_conn: BTreeMap::new(),
-        claims: BTreeMap::new(),
+        claims: ClaimTable::default(),
         now: 0,
         digest: Digest::default(),
         report: SimReport {
@@ -335,14 +335,10 @@ impl Sim {
                 owner,
                 ttl,
             } => {
-                let won = match self.claims.get(&key) {
-                    Some((o, expiry)) if *expiry > self.now && *o != owner => false,
-                    _ => {
-                        let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
-                        self.claims.insert(key, (owner, self.now + ttl));
-                        true
-                    }
-                };
+                let ttl = u64::try_from(ttl.as_millis()).unwrap_or(u64::MAX);
+                let won = self
+                    .claims
+                    .claim(self.now, key, owner, self.now.saturating_add(ttl));
                 let gen = self.nodes[from].gen;
                 let at = self.now + self.rng.range(0, 20);
                 self.q.at(
@@ -355,9 +351,7 @@ impl Sim {
                 );
             }
             BusAction::Release { key, owner } => {
-                if self.claims.get(&key).is_some_and(|(o, _)| *o == owner) {
-                    self.claims.remove(&key);
-                }
+                self.claims.release(&key, &owner);
             }
         }
     }

@@ -19,7 +19,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 use std::time::Instant;
 
 use super::{Bus, BusError, Deliver};
-use crate::cluster::{BusAction, BusEvent};
+use crate::cluster::{BusAction, BusEvent, ClaimTable};
 
 /// Actions a connection may have queued before further ones are dropped.
 pub const QUEUE: usize = 4096;
@@ -29,7 +29,7 @@ pub const QUEUE: usize = 4096;
 struct Shared {
     members: Mutex<Vec<Arc<Member>>>,
     /// key → (owner, expiry).
-    claims: Mutex<HashMap<String, (String, Instant)>>,
+    claims: Mutex<ClaimTable<Instant>>,
 }
 
 /// One connection to a named bus.
@@ -175,23 +175,11 @@ fn execute(shared: &Shared, me: &Arc<Member>, action: BusAction) {
             ttl,
         } => {
             let now = Instant::now();
-            let won = {
-                let mut claims = lock(&shared.claims);
-                match claims.get(&key) {
-                    Some((o, expiry)) if *expiry > now && *o != owner => false,
-                    _ => {
-                        claims.insert(key, (owner, now + ttl));
-                        true
-                    }
-                }
-            };
+            let won = lock(&shared.claims).claim(now, key, owner, now + ttl);
             (me.deliver)(BusEvent::Claimed { token, won });
         }
         BusAction::Release { key, owner } => {
-            let mut claims = lock(&shared.claims);
-            if claims.get(&key).is_some_and(|(o, _)| *o == owner) {
-                claims.remove(&key);
-            }
+            lock(&shared.claims).release(&key, &owner);
         }
     }
 }

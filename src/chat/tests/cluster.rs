@@ -12,7 +12,7 @@ use core::time::Duration;
 use super::*;
 use crate::chat::cluster::ClusterConfig;
 use crate::chat::text::cluster as notice;
-use crate::cluster::{BusAction, BusEvent};
+use crate::cluster::{BusAction, BusEvent, ClaimTable};
 
 /// One node: a core and what its clients received.
 pub(super) struct Node {
@@ -32,7 +32,7 @@ pub(super) struct Net {
     pub(super) nodes: Vec<Node>,
     pub(super) now: Instant,
     /// key → (owner, expiry).
-    pub(super) claims: BTreeMap<String, (String, Instant)>,
+    pub(super) claims: ClaimTable<Instant>,
     /// Nodes whose bus link is cut: their actions are dropped, nothing reaches them.
     pub(super) cut: BTreeSet<usize>,
 }
@@ -60,7 +60,7 @@ impl Net {
         let mut net = Net {
             nodes,
             now: Instant::ZERO,
-            claims: BTreeMap::new(),
+            claims: ClaimTable::default(),
             cut: BTreeSet::new(),
         };
         net.tick(0);
@@ -99,7 +99,6 @@ impl Net {
         if self.cut.contains(&i) {
             return true; // lost on the way
         }
-        let owner_ok = |owner: &str, me: &str| owner == me;
         match action {
             BusAction::Publish { topic, payload } => {
                 for (j, n) in self.nodes.iter_mut().enumerate() {
@@ -123,21 +122,13 @@ impl Net {
                 owner,
                 ttl,
             } => {
-                let won = match self.claims.get(&key) {
-                    Some((o, expiry)) if *expiry > self.now && !owner_ok(o, &owner) => false,
-                    _ => {
-                        self.claims.insert(key, (owner, self.now + ttl));
-                        true
-                    }
-                };
+                let won = self.claims.claim(self.now, key, owner, self.now + ttl);
                 self.nodes[i]
                     .events
                     .push_back(BusEvent::Claimed { token, won });
             }
             BusAction::Release { key, owner } => {
-                if self.claims.get(&key).is_some_and(|(o, _)| *o == owner) {
-                    self.claims.remove(&key);
-                }
+                self.claims.release(&key, &owner);
             }
         }
         true
