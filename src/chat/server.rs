@@ -268,6 +268,16 @@ pub enum ChatError {
 /// counts as its unflushed bytes plus this much per transmit not yet fully flushed
 /// ([`ChatServer::queued_cost`]), so `send_queue` bounds real memory, not just bytes.
 pub const LINE_OVERHEAD: usize = 64;
+/// Outputs the core's output queue keeps room for. A burst (one flooded room's
+/// fan-out can be millions of transmits between two flushes) grows it past that;
+/// the excess memory is given back once no burst came for [`RELEASE_AFTER`]
+/// (docs/PROTOCOL.md, "Memory").
+const OUT_KEEP: usize = 4096;
+/// Queued transmits one connection's accounting keeps room for once it drained.
+const ITEMS_KEEP: usize = 64;
+/// How long the output queue keeps a burst's capacity (a flood goes on in bursts:
+/// giving it back between two of them would only make the next one regrow it).
+const RELEASE_AFTER: Duration = Duration::from_secs(1);
 
 /// Encodes one line (the `\n` is added) into a fresh buffer.
 fn line(args: fmt::Arguments<'_>) -> Bytes {
@@ -338,6 +348,11 @@ struct Sink {
     /// Something happened that may unpause a stalled connection (a hot one cooled
     /// or left, a bucket refilled): [`ChatServer::resume`] has work.
     resume: bool,
+    /// Outputs taken since `out` was last empty.
+    taken: usize,
+    /// When `out`'s capacity beyond [`OUT_KEEP`] is given back (the last burst
+    /// plus [`RELEASE_AFTER`]).
+    release_at: Option<Instant>,
 }
 
 impl Sink {
@@ -504,6 +519,8 @@ impl ChatServer {
                 room_hot: BTreeMap::new(),
                 stalls: BTreeSet::new(),
                 resume: false,
+                taken: 0,
+                release_at: None,
             },
             next_conn: 0,
             next_room: 0,
@@ -805,6 +822,9 @@ impl ChatServer {
             left -= *front;
             conn.items.pop_front();
         }
+        if conn.items.is_empty() && conn.items.capacity() > ITEMS_KEEP {
+            conn.items.shrink_to(ITEMS_KEEP);
+        }
         if let Some(deadline) = conn.hot {
             if conn.cost() <= half {
                 conn.hot = None;
@@ -876,6 +896,10 @@ impl ChatServer {
     /// [`poll_timeout`](Self::poll_timeout) is `None` or later than `now`.
     pub fn handle_timeout(&mut self, now: Instant) {
         self.advance(now);
+        if self.sink.release_at.is_some_and(|at| at <= now) {
+            self.sink.release_at = None;
+            self.sink.out.shrink_to(OUT_KEEP);
+        }
         while let Some(&(deadline, id)) = self.deadlines.first() {
             if deadline > now {
                 break;
@@ -964,11 +988,18 @@ impl ChatServer {
 
     /// The next thing the transport must do.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.sink.out.pop_front()
+        let output = self.sink.out.pop_front();
+        if output.is_some() {
+            self.sink.taken += 1;
+        } else if core::mem::take(&mut self.sink.taken) > OUT_KEEP {
+            self.sink.release_at = Some(self.sink.now + RELEASE_AFTER);
+        }
+        output
     }
 
     /// When `handle_timeout` should next be called, if ever (O(log n)): the next
-    /// idle deadline, stall deadline, close grace end or flood bucket refill.
+    /// idle deadline, stall deadline, close grace end, flood bucket refill or the
+    /// release of a burst's output-queue memory.
     pub fn poll_timeout(&self) -> Option<Instant> {
         [
             self.deadlines.first(),
@@ -980,6 +1011,7 @@ impl ChatServer {
         .into_iter()
         .flatten()
         .map(|&(deadline, _)| deadline)
+        .chain(self.sink.release_at)
         .chain(self.cluster.as_ref().map(|c| c.poll_timeout()))
         .min()
     }
@@ -1008,6 +1040,12 @@ impl ChatServer {
             Some(conn) => !conn.eof && !self.paused(conn) && !self.cluster_holds(id),
             None => self.is_admitting(id),
         }
+    }
+
+    /// Outputs the output queue has room for (its memory).
+    #[cfg(test)]
+    pub(crate) fn output_capacity(&self) -> usize {
+        self.sink.out.capacity()
     }
 
     /// Closed connections whose socket is not reported closed yet.

@@ -269,3 +269,31 @@ fn flood_rate_delays_lines_without_dropping_them() {
     );
     assert!(!h.s.is_open(a));
 }
+
+#[test]
+fn a_bursts_output_queue_memory_is_given_back_once_bursts_stop() {
+    let mut h = H::default();
+    let ids = h.open_n(101);
+    h.auto_flush = false;
+    // 100 tiny lines to 100 others: 10,000 transmits in one burst.
+    h.s.handle_data(h.now, ids[0], "a\n".repeat(100).as_bytes())
+        .unwrap();
+    let burst = h.s.output_capacity();
+    assert!(burst >= 10_000, "{burst}");
+    settle(&mut h, &ids);
+    assert_eq!(h.s.output_capacity(), burst, "kept while bursts may go on");
+    let release = h.now + Duration::from_secs(1);
+    assert_eq!(h.s.poll_timeout(), Some(release));
+    h.s.handle_timeout(h.now + Duration::from_millis(999));
+    assert_eq!(h.s.output_capacity(), burst);
+    h.s.handle_timeout(release);
+    assert!(
+        h.s.output_capacity() < burst / 2,
+        "{}",
+        h.s.output_capacity()
+    );
+    assert_eq!(h.s.poll_timeout(), None);
+    for &r in &ids[1..] {
+        assert_eq!(h.take(r).matches("<guest1> a").count(), 100);
+    }
+}
