@@ -197,6 +197,16 @@ abuse_cases() {
     if start_server "abuse-$name" "${serve[@]}"; then
         run_case "$name" abuse_flood_lines flood --addr "$ADDR" --attack lines --duration "$d"; stop_server
     fi
+    # Fair service for timers and shutdown: a silent client's --idle-timeout 2 under
+    # that flood; SIGTERM at the end of an `x` flood and of a /nick storm.
+    if start_server "abuse-$name" "${serve[@]}" --idle-timeout 2; then
+        run_case "$name" abuse_flood_idle flood --addr "$ADDR" --attack lines --duration "$d" --idle-timeout 2; stop_server
+    fi
+    for attack in lines nick; do
+        if start_server "abuse-$name" "${serve[@]}"; then
+            run_case "$name" "abuse_sigterm_$attack" flood --addr "$ADDR" --attack "$attack" --duration "$d" --server-pid "$PID" --sigterm; stop_server
+        fi
+    done
     # No collateral drops: /me flood, 200 members reading steadily at 1 MiB/s, then
     # at 256 KiB/s, then m members reading as fast as they can.
     if start_server "abuse-$name" "${serve[@]}"; then
@@ -208,6 +218,12 @@ abuse_cases() {
     for attack in me nick join tiny; do
         if start_server "abuse-$name" "${serve[@]}"; then
             run_case "$name" "room_$attack" room --addr "$ADDR" --attack "$attack" --members "$m" --duration "$d" --server-pid "$PID"; stop_server
+        fi
+    done
+    # Shutdown under a flood into the crowded room: SIGTERM halfway, the attack going on.
+    for attack in nick tiny; do
+        if start_server "abuse-$name" "${serve[@]}"; then
+            run_case "$name" "room_sigterm_$attack" room --addr "$ADDR" --attack "$attack" --members "$m" --duration "$d" --server-pid "$PID" --sigterm; stop_server
         fi
     done
     for n in $JOIN_CURVE; do
@@ -370,6 +386,12 @@ abuse_rows = [
     ("abuse_flood_lines", "one client floods x lines: canary p50 ms", lambda r: ms(r["canary"]["p50_us"]), "{:.1f}", False),
     ("abuse_flood_lines", "one client floods x lines: canary p99 ms (target ≤ 5)", lambda r: ms(r["canary"]["p99_us"]), "{:.1f}", False),
     ("abuse_flood_lines", "one client floods x lines: MB the flooder got in", lambda r: r["flood_bytes"] / 1e6, "{:.0f}", False),
+    ("abuse_flood_idle", "same flood: a silent client closed after s (--idle-timeout 2; target ≤ 2.5)",
+        lambda r: "not closed" if r["idle_closed_after_s"] is None else r["idle_closed_after_s"], "{:.2f}", False),
+    ("abuse_sigterm_lines", "same flood: exit after SIGTERM s (target ≤ 2.5)",
+        lambda r: "> 30" if r["exit_after_sigterm_s"] is None else r["exit_after_sigterm_s"], "{:.2f}", False),
+    ("abuse_sigterm_nick", "/nick storm (1 client): exit after SIGTERM s (target ≤ 2.5)",
+        lambda r: "> 30" if r["exit_after_sigterm_s"] is None else r["exit_after_sigterm_s"], "{:.2f}", False),
 ]
 for case, label in [("room_me_200", "/me flood, 200 members reading 1 MiB/s"),
                     ("room_me_200_slow", "/me flood, 200 members reading 256 KiB/s"),
@@ -392,6 +414,10 @@ abuse_rows += [
     ("room_tiny", "tiny-line flood: server RSS after the queues drained MiB", lambda r: mib(r["server"]["rss_after_kib"]), "{:.0f}", False),
     ("room_tiny", "tiny-line flood: bound (clients × send queue + 64 KiB each) MiB", lambda r: mib(r["memory_bound_kib"]), "{:.0f}", False),
     ("room_tiny", "tiny-line flood: drain s (gave up at 30)", lambda r: r["drain_s"], "{:.1f}", False),
+    ("room_sigterm_nick", f"/nick storm, {abuse_members} members: exit after SIGTERM s (target ≤ 2.5)",
+        lambda r: "> 30" if r["exit_after_sigterm_s"] is None else r["exit_after_sigterm_s"], "{:.2f}", False),
+    ("room_sigterm_tiny", f"tiny-line flood, {abuse_members} members: exit after SIGTERM s (target ≤ 2.5)",
+        lambda r: "> 30" if r["exit_after_sigterm_s"] is None else r["exit_after_sigterm_s"], "{:.2f}", False),
 ]
 for n in join_curve:
     c = f"joins_{n}"

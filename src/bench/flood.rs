@@ -5,6 +5,12 @@
 //! `#lobby` meanwhile asks `/who` at a steady pace and measures each answer's round
 //! trip. A fair server answers the canary in about the time it would without the
 //! flood. Reported: canary latency percentiles and bytes the flooders got in.
+//!
+//! Two probes of what the flood must not delay (docs/PROTOCOL.md, "Fair service"):
+//! with `--idle-timeout T` (the server's), a silent client connects with the flood
+//! and the report gives when the server closed it (due at T); with `--sigterm
+//! --server-pid PID`, the server gets SIGTERM when the flood window ends, the
+//! flooders still flooding, and the report gives how long it took to exit.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -46,6 +52,17 @@ pub struct FloodArgs {
     /// Milliseconds between two canary questions.
     #[arg(long, default_value_t = 10)]
     pub pace_ms: u64,
+    /// The server's `--idle-timeout` in seconds: a silent client connects with the
+    /// flood; reported: when the server closed it (0: no silent client).
+    #[arg(long, default_value_t = 0.0)]
+    pub idle_timeout: f64,
+    /// The server's process id, for `--sigterm`.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
+    /// When the flood window ends, send the server SIGTERM while the flooders go on,
+    /// and report how long it took to exit (gives up after 30 s).
+    #[arg(long, requires = "server_pid")]
+    pub sigterm: bool,
     /// Common options.
     #[command(flatten)]
     pub common: Common,
@@ -61,10 +78,20 @@ struct FloodReport {
     duration_s: f64,
     /// Round trips of the canary's `/who` during the flood.
     canary: Latency,
+    /// The server's idle timeout the silent client was checked against.
+    idle_timeout_s: Option<f64>,
+    /// Whether SIGTERM was sent at the end of the window.
+    sigterm: bool,
     /// Bytes the flooders managed to send (what the server read from them).
     flood_bytes: u64,
     /// Flooders the server closed during the run.
     flooders_closed: u64,
+    /// `--idle-timeout`: seconds from the silent client's connect to its close by
+    /// the server (`None`: not asked, or not closed within the run).
+    idle_closed_after_s: Option<f64>,
+    /// `--sigterm`: seconds from SIGTERM to the server's exit (`None`: not asked,
+    /// or it had not exited after 30 s).
+    exit_after_sigterm_s: Option<f64>,
     interrupted: bool,
     errors: Errors,
 }
@@ -82,6 +109,21 @@ impl std::fmt::Display for FloodReport {
             self.flooders_closed
         )?;
         writeln!(f, "  canary /who: {}", self.canary)?;
+        if let Some(t) = self.idle_timeout_s {
+            match self.idle_closed_after_s {
+                Some(s) => writeln!(f, "  idle:        closed after {s:.2} s (timeout {t} s)")?,
+                None => writeln!(
+                    f,
+                    "  idle:        not closed during the run (timeout {t} s)"
+                )?,
+            }
+        }
+        if self.sigterm {
+            match self.exit_after_sigterm_s {
+                Some(s) => writeln!(f, "  sigterm:     exited {s:.2} s after SIGTERM")?,
+                None => writeln!(f, "  sigterm:     still running 30 s after SIGTERM")?,
+            }
+        }
         writeln!(f, "  errors:      {}", self.errors)?;
         if self.interrupted {
             writeln!(f, "  interrupted: partial results")?;
@@ -138,6 +180,19 @@ async fn flood(addr: SocketAddr, attack: Attack, index: usize, until: Instant) -
     }
 }
 
+/// The silent client of `--idle-timeout`: connects, reads, never sends. Returns the
+/// seconds until the server closed it (`None`: still open at `until`).
+async fn silent(addr: SocketAddr, until: Instant) -> Option<f64> {
+    let mut stream = TcpStream::connect(addr).await.ok()?;
+    let connected = Instant::now();
+    let mut lines = BufReader::new(&mut stream).lines();
+    let closed = tokio::time::timeout_at(until.into(), async {
+        while let Ok(Some(_)) = lines.next_line().await {}
+    })
+    .await;
+    closed.ok().map(|()| connected.elapsed().as_secs_f64())
+}
+
 /// Runs `bench flood`.
 pub async fn run(args: FloodArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
@@ -161,9 +216,16 @@ pub async fn run(args: FloodArgs, stop: Stop) -> Result<(), BenchError> {
     let mut lines = BufReader::new(read).lines();
     let start = Instant::now();
     let until = start + Duration::from_secs_f64(args.duration.max(0.1));
+    // With --sigterm the flood goes on past the window, until the server is gone.
+    let flood_until = if args.sigterm {
+        until + super::procfs::EXIT_WAIT
+    } else {
+        until
+    };
     let flooders: Vec<_> = (0..args.flooders)
-        .map(|i| tokio::spawn(flood(addr, args.attack, i, until)))
+        .map(|i| tokio::spawn(flood(addr, args.attack, i, flood_until)))
         .collect();
+    let idle = (args.idle_timeout > 0.0).then(|| tokio::spawn(silent(addr, until)));
     let mut hist = report::histogram();
     let mut interrupted = false;
     let mut next = Instant::now();
@@ -203,6 +265,14 @@ pub async fn run(args: FloodArgs, stop: Stop) -> Result<(), BenchError> {
             }
         }
     }
+    let exit_after_sigterm_s = match (args.sigterm, args.server_pid) {
+        (true, Some(pid)) => super::procfs::sigterm(pid).await?,
+        _ => None,
+    };
+    let idle_closed_after_s = match idle {
+        Some(task) => task.await.ok().flatten(),
+        None => None,
+    };
     let (mut flood_bytes, mut closed) = (0, 0);
     for f in flooders {
         if let Ok((bytes, was_closed)) = f.await {
@@ -217,13 +287,20 @@ pub async fn run(args: FloodArgs, stop: Stop) -> Result<(), BenchError> {
         flooders: args.flooders,
         duration_s: start.elapsed().as_secs_f64(),
         canary: Latency::of(&hist),
+        idle_timeout_s: (args.idle_timeout > 0.0).then_some(args.idle_timeout),
+        sigterm: args.sigterm,
         flood_bytes,
         flooders_closed: closed,
+        idle_closed_after_s,
+        exit_after_sigterm_s,
         interrupted,
         errors,
     };
     let mut problems = Vec::new();
     super::error_problems(&report.errors, &mut problems);
+    if args.sigterm && report.exit_after_sigterm_s.is_none() {
+        problems.push("the server did not exit within 30 s of SIGTERM".into());
+    }
     if report.canary.samples == 0 {
         problems.push("the canary got no answer".into());
     }

@@ -17,6 +17,46 @@ pub fn status_kib(pid: u32, field: &str) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Whether `pid` still runs: present in /proc and not a zombie (exited, waiting for
+/// its parent to reap it).
+pub fn running(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state is the first field after the command name's closing parenthesis.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat[end + 1..].split_whitespace().next());
+    !matches!(state, Some("Z" | "X") | None)
+}
+
+/// How long [`sigterm`] waits for the server to exit.
+pub const EXIT_WAIT: Duration = Duration::from_secs(30);
+
+/// Sends `pid` SIGTERM (with `kill`) and waits for it to exit: gone from /proc, or
+/// a zombie waiting for its parent. Returns the seconds that took (`None`: it had
+/// not exited after [`EXIT_WAIT`]).
+pub async fn sigterm(pid: u32) -> Result<Option<f64>, super::BenchError> {
+    let sent = std::time::Instant::now();
+    let kill = std::process::Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+    let status =
+        kill.map_err(|e| super::BenchError::BadArgument(format!("cannot run kill: {e}")))?;
+    if !status.success() {
+        return Err(super::BenchError::BadArgument(format!(
+            "kill -TERM {pid} failed: no such process?"
+        )));
+    }
+    while sent.elapsed() < EXIT_WAIT {
+        if !running(pid) {
+            return Ok(Some(sent.elapsed().as_secs_f64()));
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    Ok(None)
+}
+
 /// VmRSS of `pid` in KiB.
 pub fn rss_kib(pid: u32) -> Option<u64> {
     status_kib(pid, "VmRSS")

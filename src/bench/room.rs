@@ -86,6 +86,10 @@ pub struct RoomArgs {
     /// The server's process id: report its memory and CPU time (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// Halfway through the attack, send the server SIGTERM, the attackers going on,
+    /// and report how long it took to exit (instead of waiting for the drain).
+    #[arg(long, requires = "server_pid")]
+    pub sigterm: bool,
     /// Common options.
     #[command(flatten)]
     pub common: Common,
@@ -126,6 +130,11 @@ struct RoomReport {
     /// Seconds from the attack's end until nothing more arrived (or the cap).
     drain_s: f64,
     drained: bool,
+    /// Whether SIGTERM was sent when the window ended (`--sigterm`; no drain then).
+    sigterm: bool,
+    /// Seconds from SIGTERM to the server's exit (`None`: not asked, or not
+    /// exited within 30 s).
+    exit_after_sigterm_s: Option<f64>,
     server: ServerUse,
     /// (members + canary + attackers) × send_queue + 64 KiB per connection, KiB.
     memory_bound_kib: u64,
@@ -168,12 +177,19 @@ impl std::fmt::Display for RoomReport {
             self.amplification,
             self.bytes_out as f64 / 1e6
         )?;
-        writeln!(
-            f,
-            "  drain:       {:.2} s{}",
-            self.drain_s,
-            if self.drained { "" } else { " (gave up)" }
-        )?;
+        if self.sigterm {
+            match self.exit_after_sigterm_s {
+                Some(s) => writeln!(f, "  sigterm:     exited {s:.2} s after SIGTERM")?,
+                None => writeln!(f, "  sigterm:     still running 30 s after SIGTERM")?,
+            }
+        } else {
+            writeln!(
+                f,
+                "  drain:       {:.2} s{}",
+                self.drain_s,
+                if self.drained { "" } else { " (gave up)" }
+            )?;
+        }
         if self.server.rss_before_kib.is_some() {
             writeln!(
                 f,
@@ -384,11 +400,20 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     let setup = Duration::from_millis(500);
     let go = Instant::now() + setup;
     let until = go + Duration::from_secs_f64(args.duration);
+    // With --sigterm: SIGTERM halfway through, the attack going on until the
+    // server is gone (or EXIT_WAIT has passed).
+    let (until, attack_until) = match args.sigterm {
+        true => (
+            go + Duration::from_secs_f64(args.duration / 2.0),
+            until + super::procfs::EXIT_WAIT,
+        ),
+        false => (until, until),
+    };
     let plan = Plan {
         addr,
         attack: args.attack,
         go,
-        until,
+        until: attack_until,
         sndbuf: args.attacker_sndbuf,
         backlog: args.backlog,
         served: Arc::clone(&canary.counts),
@@ -412,6 +437,15 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     }
     canary.phase.send_replace(Phase::Idle);
     let window = go.elapsed();
+    // With --sigterm: the members' closes from here on are the shutdown's.
+    let dropped_in_window = shared.dropped.load(Ordering::Relaxed);
+    let exit_after_sigterm_s = match (args.sigterm, pid) {
+        (true, Some(pid)) => {
+            shared.end();
+            Some(super::procfs::sigterm(pid).await?)
+        }
+        _ => None,
+    };
     let served = canary.counts.attack_lines.load(Ordering::Relaxed) - seen_before;
     let bytes_out = shared.bytes.load(Ordering::Relaxed)
         + canary.counts.bytes.load(Ordering::Relaxed)
@@ -421,17 +455,21 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     let line_bytes = chunk.len() as f64 / memchr::memchr_iter(b'\n', &chunk).count() as f64;
     // Let everything queued (and everything the attackers had in flight) arrive.
     let drain_from = Instant::now();
-    let drained = crowd::drain(
-        &shared,
-        &canary,
-        DRAIN_QUIET,
-        Duration::from_secs_f64(args.drain_cap.clamp(1.0, 3600.0)),
-    )
-    .await;
+    let drained = exit_after_sigterm_s.is_none()
+        && crowd::drain(
+            &shared,
+            &canary,
+            DRAIN_QUIET,
+            Duration::from_secs_f64(args.drain_cap.clamp(1.0, 3600.0)),
+        )
+        .await;
     let drain_s = drain_from.elapsed().saturating_sub(DRAIN_QUIET);
     let server = watch.finish();
     shared.end();
-    let members_dropped = shared.dropped.load(Ordering::Relaxed);
+    let members_dropped = match exit_after_sigterm_s {
+        Some(_) => dropped_in_window,
+        None => shared.dropped.load(Ordering::Relaxed),
+    };
     let attackers_closed = counts.closed.load(Ordering::Relaxed);
     let canary_end = canary.finish().await;
     drop(attackers);
@@ -463,6 +501,8 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
         amplification: bytes_out as f64 / (served.max(1) as f64 * line_bytes),
         drain_s: drain_s.as_secs_f64(),
         drained,
+        exit_after_sigterm_s: exit_after_sigterm_s.flatten(),
+        sigterm: args.sigterm,
         server,
         memory_bound_kib: conns * (args.send_queue / 1024 + 64),
         interrupted: stop.is_set(),
@@ -473,6 +513,9 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     let mut problems = Vec::new();
     if report.canary.samples == 0 {
         problems.push("the canary got no answer".into());
+    }
+    if report.sigterm && report.exit_after_sigterm_s.is_none() {
+        problems.push("the server did not exit within 30 s of SIGTERM".into());
     }
     let interrupted = report.interrupted.then_some(window);
     super::finish(&report, args.common.json, &problems, interrupted)
