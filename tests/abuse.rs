@@ -1,7 +1,8 @@
 //! Hostile clients hurt only themselves, part two (README, "Limits and abuse";
 //! docs/PROTOCOL.md, "Flow control"): no collateral drops under a `/me` flood, a
 //! reader that stops reading is still dropped, bounded `/who` and `/rooms`, the
-//! per-address limit, `--flood-rate`, look-alike text. On every transport, over
+//! per-address limit, `--flood-rate`, look-alike text, `--quiet-joins-above`. On
+//! every transport, over
 //! real loopback TCP, with small limits. No test asserts a duration: each checks
 //! an outcome (who was dropped, what arrived, in which order).
 
@@ -27,6 +28,7 @@ conformance!(
     flood_rate_delays_a_sender_without_dropping_it,
     look_alike_text_is_replaced_and_server_is_reserved,
     echo_refuses_excess_connections_from_one_address,
+    quiet_rooms_announce_only_up_to_n_members,
 );
 
 conformance_bin!(
@@ -34,6 +36,7 @@ conformance_bin!(
     excess_connections_from_one_address_are_refused,
     echo_refuses_excess_connections_from_one_address,
     flood_rate_delays_a_sender_without_dropping_it,
+    quiet_rooms_announce_only_up_to_n_members,
 );
 
 /// Reads lines on a thread until `done` matches one; returns every line read.
@@ -331,4 +334,54 @@ fn echo_refuses_excess_connections_from_one_address(t: Target) {
         assert!(tries < 50, "the slot never came back");
         thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// `--quiet-joins-above 2`: arrivals, departures and renames are announced in a
+/// room of 2 (counting the user concerned) and not in a room of 3 or 4, whether
+/// they come from connecting, `/join`, `/nick`, `/quit` or a disconnect; the user
+/// concerned still gets its own lines. Each check reads the watcher's very next
+/// line: a notice the server should have kept back would come before it.
+fn quiet_rooms_announce_only_up_to_n_members(t: Target) {
+    let server = t.chat(ChatConfig::default().with_quiet_joins_above(Some(2)));
+    let mut a = ChatClient::connect(&server);
+    let mut b = ChatClient::connect(&server);
+    let next = |c: &mut ChatClient| c.read_line().expect("closed");
+    assert_eq!(next(&mut a), format!("* {} joined #lobby", b.nick));
+    // A third arrival (3 members): nobody is told.
+    let mut c = ChatClient::connect(&server);
+    c.send_line("hi from c");
+    for w in [&mut a, &mut b] {
+        assert_eq!(next(w), format!("<{}> hi from c", c.nick));
+    }
+    // A rename in a room of 3: the renamer alone.
+    c.send_line("/nick carol");
+    assert_eq!(next(&mut c), format!("* {} is now known as carol", c.nick));
+    c.send_line("renamed");
+    for w in [&mut a, &mut b] {
+        assert_eq!(next(w), "<carol> renamed");
+    }
+    // A fourth arrives and disconnects: neither is announced.
+    let d = ChatClient::connect(&server);
+    d.shutdown_write();
+    let mut d = d;
+    assert_eq!(d.expect_close(), Vec::<String>::new());
+    c.send_line("after d");
+    for w in [&mut a, &mut b] {
+        assert_eq!(next(w), "<carol> after d");
+    }
+    // carol hops out of a room of 3: only her own `joined`.
+    c.send_line("/join side");
+    assert_eq!(next(&mut c), "* carol joined #side");
+    b.send_line("after hop");
+    assert_eq!(next(&mut a), format!("<{}> after hop", b.nick));
+    // #lobby is down to a and b: a departure, an arrival and a rename are told.
+    b.send_line("/quit");
+    assert_eq!(next(&mut b), "* bye");
+    assert_eq!(next(&mut a), format!("* {} left (quit)", b.nick));
+    c.send_line("/join lobby");
+    assert_eq!(next(&mut c), "* carol joined #lobby");
+    assert_eq!(next(&mut a), "* carol joined #lobby");
+    c.send_line("/nick cy");
+    assert_eq!(next(&mut c), "* carol is now known as cy");
+    assert_eq!(next(&mut a), "* carol is now known as cy");
 }

@@ -92,6 +92,7 @@ fn input_with(reader: bool) -> impl Strategy<Value = ChatInput> {
         controls(),
         prop::collection::vec(event(), 0..60),
         prop::bool::weighted(0.1),
+        prop::option::weighted(0.3, any::<u8>()),
     )
         .prop_map(
             move |(
@@ -102,6 +103,7 @@ fn input_with(reader: bool) -> impl Strategy<Value = ChatInput> {
                 (flood, per_ip, respect_reads),
                 mut events,
                 shutdown,
+                quiet,
             )| {
                 // Every run starts with two connections so most events hit someone.
                 events.insert(0, ChatEvent::Open);
@@ -118,6 +120,7 @@ fn input_with(reader: bool) -> impl Strategy<Value = ChatInput> {
                     per_ip,
                     respect_reads: respect_reads || reader,
                     reader,
+                    quiet,
                     events,
                 }
             },
@@ -200,4 +203,55 @@ proptest! {
             prop_assert_eq!(whole.close_reason(id), bytewise.close_reason(id));
         }
     }
+}
+
+/// Quiet rooms (`quiet_joins_above` 2, docs/PROTOCOL.md "Quiet rooms"): a fixed tour
+/// of arrivals, a rename, `/join` hops and departures in rooms of 1 to 4 members.
+/// The core agrees with the model on every output (checked inside `run_chat`), and
+/// the first user hears only what happened while its room had at most 2 members.
+#[test]
+fn quiet_rooms_agree_with_the_model() {
+    let data = |conn, payload| ChatEvent::Data {
+        conn,
+        payload,
+        split: 0,
+    };
+    let events = vec![
+        ChatEvent::Open,
+        ChatEvent::Open,
+        ChatEvent::Open,
+        ChatEvent::Open,
+        data(3, Payload::Nick(2)),    // bob, in a room of 4
+        data(2, Payload::Join(8)),    // out of 4, into #rust alone
+        data(1, Payload::Join(8)),    // out of 3, into #rust of 2
+        data(3, Payload::Quit(None)), // bob out of 2
+        data(0, Payload::Nick(0)),    // ann, alone
+        ChatEvent::PeerClosed(2),
+    ];
+    let run = |quiet| {
+        let checker = run_chat(&ChatInput {
+            max_line: 200,
+            send_queue: 4000,
+            idle_secs: None,
+            max_conns: None,
+            flood: None,
+            per_ip: None,
+            respect_reads: false,
+            reader: false,
+            quiet,
+            events: events.clone(),
+        });
+        let first = String::from_utf8_lossy(checker.received(echochat::chat::ConnId(0)));
+        first.lines().skip(1).map(String::from).collect::<Vec<_>>()
+    };
+    assert_eq!(
+        run(Some(2)),
+        [
+            "* guest2 joined #lobby",
+            "* bob left (quit)",
+            "* guest1 is now known as ann",
+        ]
+    );
+    assert_eq!(run(None).len(), 8, "{:?}", run(None));
+    assert_eq!(run(Some(0)), run(None), "0 is off");
 }

@@ -4,6 +4,11 @@
 //! everything. Reported: how long until every notice was delivered, the canary's
 //! round trips meanwhile and, given `--server-pid`, the server's CPU time and
 //! memory (peak and at the end).
+//!
+//! Against a server with quiet rooms (`chat-server --quiet-joins-above Q`), pass
+//! the same `--quiet-joins-above Q`: the canary then waits only for the notices of
+//! the arrivals that made `#lobby` at most Q members (Q − 1 of them; it is the
+//! first), not for every one.
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -37,6 +42,10 @@ pub struct JoinsArgs {
     /// The server's process id: report its CPU time and memory (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's `--quiet-joins-above` (0 = off): expect a join notice only for
+    /// arrivals that made `#lobby` at most this many members, canary included.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub quiet_joins_above: usize,
     /// Common options.
     #[command(flatten)]
     pub common: Common,
@@ -50,6 +59,8 @@ struct JoinsReport {
     /// 1-minute load average of the machine when the run began.
     load1: Option<f64>,
     conns: usize,
+    /// The server's quiet-room limit, as given (0: off).
+    quiet_joins_above: usize,
     joined: u64,
     /// Refused with an error line (`! server full`, …).
     refused: u64,
@@ -87,6 +98,13 @@ impl std::fmt::Display for JoinsReport {
             self.load1.map_or("?".into(), |l| format!("{l:.2}"))
         )?;
         writeln!(f, "  notices: {:.1} MB", self.bytes_out as f64 / 1e6)?;
+        if self.quiet_joins_above > 0 {
+            writeln!(
+                f,
+                "  quiet:   rooms above {} members (notices expected for the first arrivals only)",
+                self.quiet_joins_above
+            )?;
+        }
         writeln!(
             f,
             "  canary:  {} ({} timeouts{})",
@@ -128,6 +146,11 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
         &shared,
     );
     let n = args.conns as u64;
+    // The canary is #lobby's first member: arrival k makes it k + 1 members.
+    let announced = |joined: u64| match args.quiet_joins_above {
+        0 => joined,
+        q => joined.min(q as u64 - 1),
+    };
     let settled = crowd::settle(
         &shared,
         Duration::from_millis(300),
@@ -136,7 +159,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
             stop.is_set()
                 || (shared.settled() >= n
                     && canary.counts.joins.load(Ordering::Relaxed)
-                        >= shared.joined.load(Ordering::Relaxed))
+                        >= announced(shared.joined.load(Ordering::Relaxed)))
         },
     )
     .await;
@@ -154,6 +177,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
         addr,
         load1,
         conns: args.conns,
+        quiet_joins_above: args.quiet_joins_above,
         joined: load(&shared.joined),
         refused: load(&shared.refused),
         failed: load(&shared.failed),

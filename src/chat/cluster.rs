@@ -272,19 +272,20 @@ impl Cluster {
         Some(user)
     }
 
-    /// Forgets `node` and all its users; returns them (nick, lowercased room).
-    pub(crate) fn remove_node(&mut self, node: &str) -> Vec<RemoteUser> {
-        let keys: Vec<String> = self
-            .nodes
+    /// The users of `node` (lowercased nicks), in order.
+    pub(crate) fn node_users(&self, node: &str) -> Vec<String> {
+        self.nodes
             .get(node)
             .map(|n| n.users.keys().cloned().collect())
-            .unwrap_or_default();
-        let users = keys
-            .iter()
-            .filter_map(|k| self.remove_user(node, k))
-            .collect();
+            .unwrap_or_default()
+    }
+
+    /// Forgets `node` and whatever users it still has.
+    pub(crate) fn forget_node(&mut self, node: &str) {
+        for key in self.node_users(node) {
+            self.remove_user(node, &key);
+        }
         self.nodes.remove(node);
-        users
     }
 
     /// A new claim's token, recorded with its deadline.

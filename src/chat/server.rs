@@ -86,6 +86,13 @@ pub struct ChatConfig {
     /// Whether loopback sources (127.0.0.0/8, `::1`, and their IPv4-mapped forms)
     /// are exempt from `max_conns_per_ip` (default true; `--no-loopback-exempt`).
     pub loopback_exempt: bool,
+    /// Quiet rooms (`--quiet-joins-above`, default off; `None` or `Some(0)`: off): a
+    /// room with more than this many members, counting the user who joins, leaves or
+    /// renames (in a cluster: on every node, as this node knows them), gets no
+    /// `* nick joined #room`, `* nick left …` or `* old is now known as new` notices.
+    /// That user's own lines are still sent: the welcome, its `* nick joined #room`
+    /// after `/join`, its rename notice. See `docs/PROTOCOL.md`, "Quiet rooms".
+    pub quiet_joins_above: Option<usize>,
 }
 
 impl ChatConfig {
@@ -154,6 +161,12 @@ impl ChatConfig {
         self.loopback_exempt = loopback_exempt;
         self
     }
+
+    /// This configuration with another `quiet_joins_above` (`None` or 0: off).
+    pub fn with_quiet_joins_above(mut self, quiet_joins_above: Option<usize>) -> Self {
+        self.quiet_joins_above = quiet_joins_above;
+        self
+    }
 }
 
 impl Default for ChatConfig {
@@ -170,6 +183,7 @@ impl Default for ChatConfig {
             stall_timeout: Duration::from_secs(2),
             max_conns_per_ip: Some(32),
             loopback_exempt: true,
+            quiet_joins_above: None,
         }
     }
 }
@@ -458,6 +472,13 @@ enum Processed {
 /// * **Rooms** are created on demand with the creator's spelling and deleted when
 ///   empty, `#lobby` included (the next arrival re-creates it). `/msg` gives the
 ///   sender no copy.
+/// * **Quiet rooms** ([`ChatConfig::quiet_joins_above`] = N): presence notices
+///   (`joined`, `left (why)`, `left #room`, `is now known as`) go to a room only
+///   while it has at most N members counting their subject: after a join or rename
+///   the room as it is, after a departure the room plus the one who left. Decided
+///   in one place (`quiet`), for local events and the other nodes' alike (their
+///   members count as this node last heard). The subject's own copies (its
+///   `joined` after `/join`, its rename) are always sent; so is the welcome.
 /// * **Order**: recipients of a broadcast are served in id order; all outputs for
 ///   one connection are in the order the core decided them.
 #[derive(Debug)]
@@ -1342,7 +1363,8 @@ impl ChatServer {
         room
     }
 
-    /// Adds `id` (already pointing at `room`) to it; members get `* nick joined #room`.
+    /// Adds `id` (already pointing at `room`) to it; members get `* nick joined #room`
+    /// (unless the room is [quiet](Self::quiet); `id` itself if `tell_self`, always).
     fn enter_room(&mut self, id: ConnId, room: RoomId, tell_self: bool) {
         let (Some(conn), Some(r)) = (self.sink.conns.get(&id), self.rooms.get_mut(&room)) else {
             return;
@@ -1350,7 +1372,7 @@ impl ChatServer {
         r.members.insert(id);
         let notice = line(format_args!("* {} joined {}", conn.nick, r.name));
         let (nick, name) = (conn.nick.clone(), r.name.clone());
-        self.broadcast(room, (!tell_self).then_some(id), &notice);
+        self.announce(room, Some(id), tell_self, false, &notice);
         self.cluster_publish(cluster_wire::Body::Enter {
             nick,
             room: name,
@@ -1358,8 +1380,8 @@ impl ChatServer {
         });
     }
 
-    /// Takes `id` out of `room` (deleted when empty); those left get `notice`.
-    /// `hot`: whether `id` was counted hot there.
+    /// Takes `id` out of `room` (deleted when empty); those left get `notice` (unless
+    /// the room is [quiet](Self::quiet)). `hot`: whether `id` was counted hot there.
     fn exit_room(&mut self, id: ConnId, room: RoomId, hot: bool, notice: &Bytes) {
         if hot {
             self.sink.uncount_hot(room);
@@ -1373,7 +1395,49 @@ impl ChatServer {
             self.rooms.remove(&room);
             self.room_index.remove(&key);
         } else {
-            self.broadcast(room, None, notice);
+            self.announce(room, None, false, true, notice);
+        }
+    }
+
+    /// Members of `room` on every node (the other nodes' as last heard).
+    fn room_size(&self, room: RoomId) -> usize {
+        let Some(r) = self.rooms.get(&room) else {
+            return 0;
+        };
+        let remote = match self.cluster {
+            Some(_) => self.cluster_room_size(&r.name[1..].to_ascii_lowercase()),
+            None => 0,
+        };
+        r.members.len() + remote
+    }
+
+    /// The quiet-room rule (`quiet_joins_above`, `--quiet-joins-above` in the README;
+    /// decided here only): whether `room` gets no presence notice about a user who
+    /// just joined or renamed there (`gone` false: the room counts them) or just left
+    /// it (`gone`: they count too, on top of the members now).
+    fn quiet(&self, room: RoomId, gone: bool) -> bool {
+        match self.config.quiet_joins_above {
+            Some(n) if n > 0 => self.room_size(room) + usize::from(gone) > n,
+            _ => false,
+        }
+    }
+
+    /// A presence notice (`joined`, `left`, `is now known as`) about `subject` to
+    /// `room`: to every member, `subject` too if `tell_subject`, unless the room is
+    /// [quiet](Self::quiet) (`gone`: the subject just left it); then to `subject`
+    /// alone if `tell_subject` (its own confirmation is always sent).
+    fn announce(
+        &mut self,
+        room: RoomId,
+        subject: Option<ConnId>,
+        tell_subject: bool,
+        gone: bool,
+        notice: &Bytes,
+    ) {
+        if !self.quiet(room, gone) {
+            self.broadcast(room, subject.filter(|_| !tell_subject), notice);
+        } else if let (Some(id), true) = (subject, tell_subject) {
+            self.sink.transmit(id, notice.clone());
         }
     }
 

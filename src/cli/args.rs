@@ -117,6 +117,10 @@ pub struct ChatServerArgs {
     /// Apply --max-conns-per-ip to loopback addresses too (exempt by default).
     #[arg(long)]
     pub no_loopback_exempt: bool,
+    /// In rooms of more than N members, send no `joined`, `left` or `is now known
+    /// as` notices (the user concerned still gets its own) (0 = off).
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub quiet_joins_above: usize,
     /// Be one node of the cluster of chat servers sharing this bus
     /// (`redis://HOST:PORT`; `memory://NAME` links servers of one process).
     #[arg(long, value_name = "URL")]
@@ -257,6 +261,22 @@ mod tests {
             "needs a certificate"
         );
         assert!(parse(&["--tls-addr", "x:1", "--tls-cert", "c", "--tls-key", "k"]).is_ok());
+    }
+
+    #[test]
+    fn quiet_joins_above_is_off_unless_given() {
+        let parse = |args: &[&str]| {
+            let mut all = vec!["echochat", "chat-server"];
+            all.extend_from_slice(args);
+            match Cli::try_parse_from(all).map(|c| c.command) {
+                Ok(Command::ChatServer(a)) => Ok(a.quiet_joins_above),
+                Ok(other) => panic!("wrong subcommand {other:?}"),
+                Err(e) => Err(e),
+            }
+        };
+        assert_eq!(parse(&[]).ok(), Some(0));
+        assert_eq!(parse(&["--quiet-joins-above", "100"]).ok(), Some(100));
+        assert!(parse(&["--quiet-joins-above", "-1"]).is_err());
     }
 
     #[test]

@@ -49,6 +49,7 @@ pub fn chat_server(args: ChatServerArgs) -> Result<(), CliError> {
     config.flood_burst = args.flood_burst;
     config.max_conns_per_ip = (args.max_conns_per_ip > 0).then_some(args.max_conns_per_ip);
     config.loopback_exempt = !args.no_loopback_exempt;
+    config.quiet_joins_above = (args.quiet_joins_above > 0).then_some(args.quiet_joins_above);
     let cluster = (args.cluster.as_deref(), args.node_name.as_deref());
     let (listener, shutdown) = start(&args.addr, false, &args.tls, |listener| {
         join_cluster(listener, cluster)

@@ -44,6 +44,10 @@ pub struct ChatInput {
     /// `max_line` at most 200, and the run checks that it is never dropped for
     /// `send queue exceeded`, whatever the others send.
     pub reader: bool,
+    /// `Some(n)`: `quiet_joins_above` of `n % 5` (0: off, as `None`). Decoded
+    /// just before `events`, where one zero byte (`None`) was inserted into the
+    /// checked-in inputs made before it existed, so they replay as they did.
+    pub quiet: Option<u8>,
     /// What happens, in order.
     pub events: Vec<ChatEvent>,
 }
@@ -286,7 +290,8 @@ pub fn run_chat_chunked(input: &ChatInput, chunks: &[u8]) -> ChatChecker {
         .with_flood_rate(input.flood.map(|(r, _)| 1 + u32::from(r % 16)))
         .with_flood_burst(input.flood.map_or(10, |(_, b)| u32::from(b % 5)))
         .with_max_conns_per_ip(input.per_ip.map(|n| 1 + usize::from(n % 3)))
-        .with_loopback_exempt(!matches!(input.per_ip, Some(n) if n >= 128));
+        .with_loopback_exempt(!matches!(input.per_ip, Some(n) if n >= 128))
+        .with_quiet_joins_above(input.quiet.map(|n| usize::from(n % 5)));
     let mut run = Run {
         server: ChatServer::new(config),
         model: Model::new(config),

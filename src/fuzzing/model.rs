@@ -293,6 +293,15 @@ impl Model {
         }
     }
 
+    /// Quiet rooms (`quiet_joins_above`): whether `room` gets no presence notice
+    /// about someone who is in it now (`gone` false) or just left it (`gone`).
+    fn quiet(&self, room: &str, gone: bool) -> bool {
+        match self.config.quiet_joins_above {
+            Some(n) if n > 0 => self.members(room).len() + usize::from(gone) > n,
+            _ => false,
+        }
+    }
+
     fn close(&mut self, id: ConnId, reason: CloseReason) {
         self.closes.insert(id, reason);
         self.closing.insert(id, self.now + self.config.close_grace);
@@ -305,7 +314,7 @@ impl Model {
         self.close(id, reason);
         if self.members(&c.room).is_empty() {
             self.rooms.remove(&c.room);
-        } else {
+        } else if !self.quiet(&c.room, true) {
             self.broadcast(&c.room, None, &format!("* {} left ({why})\n", c.nick));
         }
     }
@@ -438,7 +447,9 @@ impl Model {
         };
         self.clients.insert(id, client);
         self.send(id, format!("* welcome {nick}, {online} users online\n"));
-        self.broadcast("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
+        if !self.quiet("lobby", false) {
+            self.broadcast("lobby", Some(id), &format!("* {nick} joined #lobby\n"));
+        }
         self.drops();
         self.resume_all();
         id
@@ -819,7 +830,12 @@ impl Model {
         if let Some(c) = self.clients.get_mut(&id) {
             c.nick = name.into();
         }
-        self.broadcast(room, None, &format!("* {old} is now known as {name}\n"));
+        let notice = format!("* {old} is now known as {name}\n");
+        if self.quiet(room, false) {
+            self.send(id, notice);
+        } else {
+            self.broadcast(room, None, &notice);
+        }
     }
 
     fn join(&mut self, id: ConnId, nick: &str, old: &str, name: &str) {
@@ -838,7 +854,7 @@ impl Model {
         }
         if self.members(old).is_empty() {
             self.rooms.remove(old);
-        } else {
+        } else if !self.quiet(old, true) {
             self.broadcast(old, None, &format!("* {nick} left {old_shown}\n"));
         }
         let shown = self
@@ -846,7 +862,12 @@ impl Model {
             .entry(key.clone())
             .or_insert_with(|| format!("#{name}"))
             .clone();
-        self.broadcast(&key, None, &format!("* {nick} joined {shown}\n"));
+        let notice = format!("* {nick} joined {shown}\n");
+        if self.quiet(&key, false) {
+            self.send(id, notice);
+        } else {
+            self.broadcast(&key, None, &notice);
+        }
     }
 }
 

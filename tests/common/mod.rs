@@ -434,6 +434,9 @@ fn start_bin(
             if !config.loopback_exempt {
                 command.arg("--no-loopback-exempt");
             }
+            if let Some(n) = config.quiet_joins_above {
+                command.args(["--quiet-joins-above", &n.to_string()]);
+            }
             assert_eq!(
                 config.stall_timeout,
                 ChatConfig::default().stall_timeout,

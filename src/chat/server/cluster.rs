@@ -319,6 +319,14 @@ impl ChatServer {
             .unwrap_or_default()
     }
 
+    /// How many members `room` (lowercased, no `#`) has on other nodes.
+    pub(super) fn cluster_room_size(&self, room: &str) -> usize {
+        self.cluster
+            .as_ref()
+            .and_then(|c| c.rooms.get(room))
+            .map_or(0, |r| r.members.len())
+    }
+
     /// Every room of the cluster (`#name`, members on every node), sorted by name
     /// ignoring case.
     pub(super) fn cluster_rooms(&self) -> Vec<(String, usize)> {
@@ -454,6 +462,16 @@ impl ChatServer {
         }
     }
 
+    /// A presence notice about another node's user to the local members of the room
+    /// called `room` (any case, `#` optional), unless that room is quiet
+    /// ([`ChatServer::quiet`]; `gone`: the user just left it).
+    fn deliver_presence(&mut self, room: &str, gone: bool, line: &Bytes) {
+        let key = room.strip_prefix('#').unwrap_or(room).to_ascii_lowercase();
+        if let Some(&id) = self.room_index.get(&key) {
+            self.announce(id, None, false, gone, line);
+        }
+    }
+
     /// `line` to every local user.
     fn deliver_all(&mut self, line: &'static str) {
         let line = Bytes::from_static(line.as_bytes());
@@ -463,14 +481,25 @@ impl ChatServer {
         }
     }
 
-    /// `node` is gone: its users leave their rooms here with `why`.
+    /// `node` is gone: its users leave their rooms here with `why`, one after the
+    /// other (so a quiet room is judged as it is at each departure).
     fn node_down(&mut self, node: &str, why: &str) {
-        let Some(c) = self.cluster.as_mut() else {
+        let Some(c) = self.cluster.as_ref() else {
             return;
         };
-        for user in c.remove_node(node) {
+        for key in c.node_users(node) {
+            let Some(user) = self
+                .cluster
+                .as_mut()
+                .and_then(|c| c.remove_user(node, &key))
+            else {
+                continue;
+            };
             let line = line(format_args!("* {} left ({why})", user.nick));
-            self.deliver_room(&user.room, &line);
+            self.deliver_presence(&user.room, true, &line);
+        }
+        if let Some(c) = self.cluster.as_mut() {
+            c.forget_node(node);
         }
     }
 
@@ -571,16 +600,17 @@ impl ChatServer {
                     }
                 }
                 for (nick, room) in arrived {
-                    self.deliver_room(&room, &line(format_args!("* {nick} joined {room}")));
+                    let notice = line(format_args!("* {nick} joined {room}"));
+                    self.deliver_presence(&room, false, &notice);
                 }
             }
             wire::Body::Enter { nick, room, notice } => {
                 c.add_user(node, &nick, &room);
-                self.deliver_room(&room, &notice);
+                self.deliver_presence(&room, false, &notice);
             }
             wire::Body::Exit { nick, room, notice } => {
                 c.remove_user(node, &nick.to_ascii_lowercase());
-                self.deliver_room(&room, &notice);
+                self.deliver_presence(&room, true, &notice);
             }
             wire::Body::Rename {
                 old,
@@ -590,7 +620,7 @@ impl ChatServer {
             } => {
                 c.remove_user(node, &old.to_ascii_lowercase());
                 c.add_user(node, &new, &room);
-                self.deliver_room(&room, &notice);
+                self.deliver_presence(&room, false, &notice);
             }
             wire::Body::Say { room, line } => self.deliver_room(&room, &line),
             wire::Body::Pm { to, line } => {

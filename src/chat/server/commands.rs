@@ -105,7 +105,7 @@ impl ChatServer {
         self.apply_rename(id, name);
     }
 
-    /// `id` is now `name` (checked): its room is told.
+    /// `id` is now `name` (checked): its room is told (`id` alone if the room is quiet).
     pub(super) fn apply_rename(&mut self, id: ConnId, name: &str) {
         let Some(conn) = self.sink.conns.get_mut(&id) else {
             return;
@@ -115,7 +115,7 @@ impl ChatServer {
         self.nicks.remove(&old.to_ascii_lowercase());
         self.nicks.insert(name.to_ascii_lowercase(), id);
         let notice = line(format_args!("* {old} is now known as {name}"));
-        self.broadcast(room, None, &notice);
+        self.announce(room, Some(id), true, false, &notice);
         if self.cluster.is_some() {
             let shown = self
                 .rooms

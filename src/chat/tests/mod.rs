@@ -5,7 +5,8 @@
 //! * [`limits`]: bad input, departures, send queue, idle timeout, shutdown, and a
 //!   randomized run checking invariants;
 //! * [`telnet`]: telnet commands on the chat port (the Ctrl-C bug, refusals,
-//!   TIMING-MARK order, floods against the send queue).
+//!   TIMING-MARK order, floods against the send queue);
+//! * [`quiet`]: quiet rooms (`quiet_joins_above`), on one node and across nodes.
 
 use alloc::collections::{BTreeMap, BTreeSet};
 #[cfg(not(feature = "std"))]
@@ -23,6 +24,7 @@ mod cluster_prop;
 mod commands;
 mod limits;
 mod pending;
+mod quiet;
 mod telnet;
 
 /// Drives a [`ChatServer`] and records what each connection was sent.
