@@ -86,6 +86,11 @@ pub struct RoomArgs {
     /// The server's process id: report its memory and CPU time (Linux /proc).
     #[arg(long)]
     pub server_pid: Option<u32>,
+    /// The server's `--quiet-joins-above` (0 = off): expect a join notice only for
+    /// members that made `#lobby` at most this many, canary included. Renames and
+    /// hops in a quiet room reach nobody, so "lines/s served" is 0 for those attacks.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub quiet_joins_above: usize,
     /// Halfway through the attack, send the server SIGTERM, the attackers going on,
     /// and report how long it took to exit (instead of waiting for the drain).
     #[arg(long, requires = "server_pid")]
@@ -126,7 +131,8 @@ struct RoomReport {
     bytes_out: u64,
     /// bytes_out ÷ the bytes of the attack lines the server served meanwhile
     /// (attack_lines_per_s × duration × the attack's bytes per line).
-    amplification: f64,
+    /// (`None`: no attack line reached the canary, e.g. renames in a quiet room.)
+    amplification: Option<f64>,
     /// Seconds from the attack's end until nothing more arrived (or the cap).
     drain_s: f64,
     drained: bool,
@@ -170,11 +176,12 @@ impl std::fmt::Display for RoomReport {
         )?;
         writeln!(
             f,
-            "  attack:      {} lines sent ({:.1} MB), {:.0} lines/s served; amplification {:.1}× ({:.1} MB out meanwhile)",
+            "  attack:      {} lines sent ({:.1} MB), {:.0} lines/s served; amplification {} ({:.1} MB out meanwhile)",
             self.attack_lines_sent,
             self.attack_bytes_sent as f64 / 1e6,
             self.attack_lines_per_s,
-            self.amplification,
+            self.amplification
+                .map_or("n/a".into(), |a| format!("{a:.1}×")),
             self.bytes_out as f64 / 1e6
         )?;
         if self.sigterm {
@@ -377,12 +384,20 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     let members = crowd::spawn_members(addr, args.members, args.parallel, reading, &shared);
     let m = args.members as u64;
     let joined = |s: &Shared| s.joined.load(Ordering::Relaxed);
-    // Everyone in, and every join notice delivered.
+    // Everyone in, and every join notice delivered (the canary is #lobby's first
+    // member: arrival k makes it k + 1 members).
+    let announced = |joined: u64| match args.quiet_joins_above {
+        0 => joined,
+        q => joined.min(q as u64 - 1),
+    };
     crowd::settle(
         &shared,
         Duration::from_millis(300),
         Duration::from_secs(120),
-        || shared.settled() >= m && canary.counts.joins.load(Ordering::Relaxed) >= joined(&shared),
+        || {
+            shared.settled() >= m
+                && canary.counts.joins.load(Ordering::Relaxed) >= announced(joined(&shared))
+        },
     )
     .await;
     let mut errors = Errors {
@@ -498,7 +513,7 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
         attack_bytes_sent,
         attack_lines_per_s: served as f64 / window.as_secs_f64().max(1e-9),
         bytes_out,
-        amplification: bytes_out as f64 / (served.max(1) as f64 * line_bytes),
+        amplification: (served > 0).then(|| bytes_out as f64 / (served as f64 * line_bytes)),
         drain_s: drain_s.as_secs_f64(),
         drained,
         exit_after_sigterm_s: exit_after_sigterm_s.flatten(),
