@@ -83,6 +83,16 @@ impl Shared {
     }
 }
 
+/// Join notices the canary (`#lobby`'s first member) gets for `joined` arrivals
+/// from a server with `--quiet-joins-above quiet` (0: off): arrival k makes the
+/// room k + 1 members, and a quiet server announces it only up to `quiet`.
+pub fn announced(quiet: usize, joined: u64) -> u64 {
+    match quiet {
+        0 => joined,
+        q => joined.min(q as u64 - 1),
+    }
+}
+
 /// Waits until `ready()` holds and nothing has arrived for `quiet`; gives up after
 /// `cap` (returns false then).
 pub async fn settle(
@@ -323,6 +333,19 @@ impl Canary {
     /// Connects (before everyone else, so its welcome is not behind a crowd), reads
     /// its welcome to learn its nick, and starts reading in the background.
     pub async fn start(
+        addr: SocketAddr,
+        pace: Duration,
+        shared: &Arc<Shared>,
+    ) -> Result<Canary, super::BenchError> {
+        Canary::connect(addr, pace, shared)
+            .await
+            .map_err(|e| super::BenchError::NoConnection {
+                addr,
+                reason: e.to_string(),
+            })
+    }
+
+    async fn connect(
         addr: SocketAddr,
         pace: Duration,
         shared: &Arc<Shared>,

@@ -128,12 +128,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
     let addr = resolve(&args.addr)?;
     let load1 = procfs::load1();
     let shared = Shared::new();
-    let canary = Canary::start(addr, Duration::from_millis(args.pace_ms.max(1)), &shared)
-        .await
-        .map_err(|e| BenchError::NoConnection {
-            addr,
-            reason: e.to_string(),
-        })?;
+    let canary = Canary::start(addr, Duration::from_millis(args.pace_ms.max(1)), &shared).await?;
     let pid = args.server_pid;
     let watch = ServerWatch::start(pid);
     canary.phase.send_replace(Phase::Measure);
@@ -146,11 +141,7 @@ pub async fn run(args: JoinsArgs, stop: Stop) -> Result<(), BenchError> {
         &shared,
     );
     let n = args.conns as u64;
-    // The canary is #lobby's first member: arrival k makes it k + 1 members.
-    let announced = |joined: u64| match args.quiet_joins_above {
-        0 => joined,
-        q => joined.min(q as u64 - 1),
-    };
+    let announced = |joined: u64| crowd::announced(args.quiet_joins_above, joined);
     let settled = crowd::settle(
         &shared,
         Duration::from_millis(300),

@@ -371,12 +371,7 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     }
     let load1 = procfs::load1();
     let shared = Shared::new();
-    let canary = Canary::start(addr, Duration::from_millis(args.pace_ms.max(1)), &shared)
-        .await
-        .map_err(|e| BenchError::NoConnection {
-            addr,
-            reason: e.to_string(),
-        })?;
+    let canary = Canary::start(addr, Duration::from_millis(args.pace_ms.max(1)), &shared).await?;
     let reading = crowd::Reading {
         rate: args.member_rate,
         rcvbuf: args.member_rcvbuf,
@@ -384,12 +379,8 @@ pub async fn run(args: RoomArgs, stop: Stop) -> Result<(), BenchError> {
     let members = crowd::spawn_members(addr, args.members, args.parallel, reading, &shared);
     let m = args.members as u64;
     let joined = |s: &Shared| s.joined.load(Ordering::Relaxed);
-    // Everyone in, and every join notice delivered (the canary is #lobby's first
-    // member: arrival k makes it k + 1 members).
-    let announced = |joined: u64| match args.quiet_joins_above {
-        0 => joined,
-        q => joined.min(q as u64 - 1),
-    };
+    // Everyone in, and every join notice delivered.
+    let announced = |joined: u64| crowd::announced(args.quiet_joins_above, joined);
     crowd::settle(
         &shared,
         Duration::from_millis(300),
