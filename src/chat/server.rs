@@ -285,7 +285,7 @@ pub const LINE_OVERHEAD: usize = 64;
 /// Outputs the core's output queue keeps room for. A burst (one flooded room's
 /// fan-out can be millions of transmits between two flushes) grows it past that;
 /// the excess memory is given back once no burst came for [`RELEASE_AFTER`]
-/// (docs/PROTOCOL.md, "Memory").
+/// (docs/PROTOCOL.md, "Departures and limits").
 const OUT_KEEP: usize = 4096;
 /// Queued transmits one connection's accounting keeps room for once it drained.
 const ITEMS_KEEP: usize = 64;
