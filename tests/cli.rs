@@ -967,21 +967,26 @@ fn sample(body: &str, name: &str) -> f64 {
         .unwrap_or_else(|| panic!("no sample {name} in:\n{body}"))
 }
 
-fn metrics_move_and_connections_are_logged(runtime: &str) {
-    let server = Server::start("chat-server", runtime, &["-v", "--metrics", "127.0.0.1:0"]);
-    // The metrics address is logged (stdout stays the `listening on` line only).
+/// The `HOST:PORT` of the metrics endpoint `server` logged (`-v`), once it has.
+fn metrics_addr(server: &Server) -> String {
     let deadline = Instant::now() + DEADLINE;
-    let metrics = loop {
+    loop {
         let log = server.proc.stderr();
         if let Some(rest) = log.split("metrics on http://").nth(1) {
-            break rest.split("/metrics").next().unwrap().to_string();
+            return rest.split("/metrics").next().unwrap().to_string();
         }
         assert!(
             Instant::now() < deadline,
             "no metrics address logged: {log}"
         );
         thread::sleep(Duration::from_millis(20));
-    };
+    }
+}
+
+fn metrics_move_and_connections_are_logged(runtime: &str) {
+    let server = Server::start("chat-server", runtime, &["-v", "--metrics", "127.0.0.1:0"]);
+    // The metrics address is logged (stdout stays the `listening on` line only).
+    let metrics = metrics_addr(&server);
     let before = http_get(&metrics, "/metrics");
     let mut a = TcpStream::connect(server.addr).unwrap();
     let mut b = BufReader::new(TcpStream::connect(server.addr).unwrap());
@@ -1345,18 +1350,7 @@ fn a_one_node_cluster_chats_as_usual() {
         ],
     );
     let addr = server.addr();
-    let deadline = Instant::now() + DEADLINE;
-    let metrics = loop {
-        let log = server.proc.stderr();
-        if let Some(rest) = log.split("metrics on http://").nth(1) {
-            break rest.split("/metrics").next().unwrap().to_string();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no metrics address logged: {log}"
-        );
-        thread::sleep(Duration::from_millis(20));
-    };
+    let metrics = metrics_addr(&server);
     let bob = Proc::spawn(&["chat-client", "--addr", &addr]);
     bob.wait_for_line("bob's welcome", |l| {
         l.starts_with("* welcome guest1, 1 users online")
